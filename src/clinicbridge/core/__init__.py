@@ -1,0 +1,1 @@
+"""Cross-cutting pieces every domain uses: ids, clock, errors, tenancy, auth, RBAC."""
