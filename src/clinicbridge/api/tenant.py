@@ -1,0 +1,32 @@
+"""``/api/v1/tenant``: the calling clinic's profile."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+
+from clinicbridge.api.deps import DB, require
+from clinicbridge.api.idempotency import IdempotentRoute
+from clinicbridge.core import tenancy
+from clinicbridge.core.context import Ctx
+from clinicbridge.core.schemas import TenantOut, TenantUpdate
+
+router = APIRouter(prefix="/tenant", tags=["tenant"], route_class=IdempotentRoute)
+
+
+@router.get("", response_model=TenantOut)
+def get_tenant(db: DB, ctx: Annotated[Ctx, require("tenant:read")]) -> TenantOut:
+    with db.read() as session:
+        return TenantOut.model_validate(tenancy.get_tenant(session, ctx.tenant_id))
+
+
+@router.patch("", response_model=TenantOut)
+def update_tenant(
+    body: TenantUpdate, db: DB, ctx: Annotated[Ctx, require("tenant:write")]
+) -> TenantOut:
+    with db.write() as session:
+        tenant = tenancy.update_tenant(
+            session, ctx.tenant_id, body.model_dump(exclude_unset=True, exclude_none=True), ctx.now
+        )
+        return TenantOut.model_validate(tenant)

@@ -1,0 +1,82 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from clinicbridge import __version__
+from clinicbridge.api import api_v1_router, health
+from clinicbridge.api.deps import check_permissions
+from clinicbridge.api.middleware import RequestMiddleware
+from clinicbridge.api.problems import install_problem_handlers
+from clinicbridge.core.clock import Clock, SystemClock
+from clinicbridge.core.metrics import Metrics
+from clinicbridge.db.engine import Database, create_database
+from clinicbridge.db.migrate import head_revision
+from clinicbridge.jobs.worker import Worker, WorkerThread
+from clinicbridge.settings import Settings
+from clinicbridge.web import auth as web_auth
+from clinicbridge.web import routes as web_routes
+
+API_DESCRIPTION = """\
+ClinicBridge connects a clinic's outside services: payments, messaging, calendars, EHRs.
+
+Authenticate with `Authorization: Bearer cb_live_...`. Errors are RFC 9457
+`application/problem+json`. Lists take `limit` and `starting_after`. POST honours
+`Idempotency-Key` for 24 hours.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    clock: Clock | None = None,
+    embedded_worker: bool = False,
+) -> FastAPI:
+    database = db or create_database(settings.database_url)
+    the_clock = clock or SystemClock()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = None
+        if embedded_worker:
+            worker = WorkerThread(
+                Worker(database, the_clock, heartbeat_seconds=settings.worker_heartbeat_seconds)
+            )
+            worker.start()
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            if db is None:
+                database.dispose()
+
+    app = FastAPI(
+        title="ClinicBridge",
+        version=__version__,
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.db = database
+    app.state.clock = the_clock
+    app.state.metrics = metrics
+    app.state.migration_head = head_revision()
+
+    install_problem_handlers(app)
+    app.add_exception_handler(web_auth.LoginRequired, web_routes.on_login_required)
+    app.include_router(health.router)
+    app.include_router(api_v1_router())
+    app.include_router(web_routes.router)
+    app.mount("/admin/static", web_routes.static_files(), name="admin-static")
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    check_permissions(app, web_routes.is_web_path)
+    return app
