@@ -1,0 +1,93 @@
+"""Admin UI sessions: cookie in, ``Ctx`` out; CSRF checked on every form post."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import Depends, Request
+from starlette.datastructures import FormData
+
+from clinicbridge.api.deps import PERMISSION_ATTR, get_clock, get_db
+from clinicbridge.core.context import Ctx
+from clinicbridge.core.errors import ClinicBridgeError, PermissionDeniedError
+from clinicbridge.core.rbac import PERMISSIONS
+from clinicbridge.core.roles import role_permissions
+from clinicbridge.core.sessions import SignedIn, resolve_session
+from clinicbridge.settings import Settings
+
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+
+
+class LoginRequired(ClinicBridgeError):
+    status = 401
+
+
+class CsrfError(ClinicBridgeError):
+    status = 403
+    type_slug = "csrf"
+    title = "Form expired"
+
+    def __init__(self) -> None:
+        super().__init__("The form was stale or forged; reload the page and try again.")
+
+
+def cookie_name(settings: Settings) -> str:
+    # The __Host- prefix makes browsers refuse the cookie unless Secure, Path=/, no Domain.
+    return "__Host-cb_session" if settings.secure_cookies else "cb_session"
+
+
+def signed_in(request: Request) -> SignedIn | None:
+    cached = getattr(request.state, "signed_in", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    token = request.cookies.get(cookie_name(request.app.state.settings))
+    if not token:
+        return None
+    with get_db(request).read() as session:
+        found = resolve_session(session, token, get_clock(request).now())
+    request.state.signed_in = found
+    return found
+
+
+def _session_ctx(request: Request) -> tuple[Ctx, SignedIn]:
+    found = signed_in(request)
+    if found is None:
+        raise LoginRequired()
+    with get_db(request).read() as session:
+        permissions = role_permissions(session, found.user.tenant_id, found.user.role)
+    ctx = Ctx(
+        tenant_id=found.user.tenant_id,
+        actor_type="user",
+        actor_id=found.user.id,
+        role=found.user.role,
+        permissions=permissions or frozenset(),
+        now=get_clock(request).now(),
+        request_id=getattr(request.state, "request_id", None),
+    )
+    request.state.tenant_id = ctx.tenant_id
+    return ctx, found
+
+
+async def check_csrf(request: Request, found: SignedIn) -> FormData:
+    form = await request.form()
+    sent = request.headers.get(CSRF_HEADER) or str(form.get(CSRF_FIELD, ""))
+    if not hmac.compare_digest(sent.encode(), found.session.csrf_token.encode()):
+        raise CsrfError()
+    return form
+
+
+def require_session(permission: str) -> Any:
+    """Like ``api.deps.require``, for the admin UI: a signed-in user holding ``permission``."""
+    if permission not in PERMISSIONS:
+        raise ValueError(f"unknown permission {permission!r}")
+
+    def dependency(request: Request) -> Ctx:
+        ctx, _ = _session_ctx(request)
+        if not ctx.has(permission):
+            raise PermissionDeniedError(permission)
+        return ctx
+
+    setattr(dependency, PERMISSION_ATTR, permission)
+    return Depends(dependency)
