@@ -7,8 +7,10 @@ to start if an ``/api`` route declares no permission (see ``check_permissions``)
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
@@ -26,17 +28,22 @@ PERMISSION_ATTR = "__clinicbridge_permission__"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
 
 
-def get_db(request: Request) -> Database:
+def db_of(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_clock(request: Request) -> Clock:
+def clock_of(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-DB = Annotated[Database, Depends(get_db)]
+async def _db_dependency(request: Request) -> Database:
+    # async: a plain attribute read must not cost a thread-pool hop
+    return db_of(request)
+
+
+DB = Annotated[Database, Depends(_db_dependency)]
 
 
 def _bearer(request: Request) -> str:
@@ -47,22 +54,26 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def authenticate(request: Request) -> Ctx:
+async def authenticate(request: Request) -> Ctx:
     """The caller's Ctx from its API key; cached on the request."""
     cached: Ctx | None = getattr(request.state, "ctx", None)
     if cached is not None:
         return cached
-    db = get_db(request)
-    now = get_clock(request).now()
+    db = db_of(request)
+    now = clock_of(request).now()
+    token = _bearer(request)
     request_id = getattr(request.state, "request_id", None)
-    with db.read() as session:
-        ctx, stale = authenticate_key(session, _bearer(request), now, request_id)
+    ctx, stale = await db.run_read_core(lambda c: authenticate_key(c, token, now, request_id))
     if stale:
-        with db.write() as session:
-            touch_key(session, ctx.actor_id, now)
+        await anyio.to_thread.run_sync(_touch, db, ctx.actor_id, now)
     request.state.ctx = ctx
     request.state.tenant_id = ctx.tenant_id
     return ctx
+
+
+def _touch(db: Database, key_id: str, now: datetime) -> None:
+    with db.write() as session:
+        touch_key(session, key_id, now)
 
 
 def require(permission: str) -> Any:
@@ -70,8 +81,8 @@ def require(permission: str) -> Any:
     if permission not in PERMISSIONS:
         raise ValueError(f"unknown permission {permission!r}")
 
-    def dependency(request: Request) -> Ctx:
-        ctx = authenticate(request)
+    async def dependency(request: Request) -> Ctx:
+        ctx = await authenticate(request)
         if not ctx.has(permission):
             raise PermissionDeniedError(permission)
         return ctx

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from clinicbridge.api.deps import DB, get_clock
+from clinicbridge.api.deps import DB, clock_of
 from clinicbridge.core.metrics import Metrics
 from clinicbridge.db.migrate import current_revision
 from clinicbridge.jobs.heartbeat import freshest_heartbeat_age
@@ -37,7 +37,7 @@ def _readiness(request: Request, db: DB) -> tuple[bool, dict[str, Any]]:
     }
     try:
         with db.read() as session:
-            age = freshest_heartbeat_age(session, get_clock(request).now())
+            age = freshest_heartbeat_age(session, clock_of(request).now())
         checks["worker"] = {
             "ok": age is not None and age <= max_age,
             "heartbeat_age_seconds": None if age is None else round(age, 1),
@@ -70,6 +70,6 @@ def readyz(request: Request, db: DB) -> JSONResponse:
 def metrics(request: Request, db: DB) -> Response:
     registry: Metrics = request.app.state.metrics
     with db.read() as session:
-        age = freshest_heartbeat_age(session, get_clock(request).now())
+        age = freshest_heartbeat_age(session, clock_of(request).now())
     registry.worker_heartbeat_age.set(-1 if age is None else age)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

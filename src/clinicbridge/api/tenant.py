@@ -16,9 +16,9 @@ router = APIRouter(prefix="/tenant", tags=["tenant"], route_class=IdempotentRout
 
 
 @router.get("", response_model=TenantOut)
-def get_tenant(db: DB, ctx: Annotated[Ctx, require("tenant:read")]) -> TenantOut:
-    with db.read() as session:
-        return TenantOut.model_validate(tenancy.get_tenant(session, ctx.tenant_id))
+async def get_tenant(db: DB, ctx: Annotated[Ctx, require("tenant:read")]) -> TenantOut:
+    profile = await db.run_read_core(lambda conn: tenancy.tenant_profile(conn, ctx.tenant_id))
+    return TenantOut.model_validate(profile)
 
 
 @router.patch("", response_model=TenantOut)

@@ -27,6 +27,12 @@ KEY_PREFIX = "cb_live_"
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
+# Built once: this runs on every authenticated request.
+_BY_HASH = sa.select(
+    ApiKey.id, ApiKey.tenant_id, ApiKey.role, ApiKey.last_used_at, ApiKey.revoked_at
+).where(ApiKey.key_hash == sa.bindparam("key_hash"))
+
+
 def hash_key(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
@@ -97,22 +103,19 @@ def revoke_key(session: Session, ctx: Ctx, key_id: str) -> ApiKey:
 
 
 def authenticate_key(
-    session: Session, raw: str, now: datetime, request_id: str | None
+    conn: sa.Connection, raw: str, now: datetime, request_id: str | None
 ) -> tuple[Ctx, bool]:
     """Resolve a presented key to a Ctx; the flag says last-used time should be recorded.
 
     Unknown, revoked and malformed keys all raise the same AuthenticationError.
+    Runs on every API request, hence a Core connection rather than an ORM session.
     """
     if not raw.startswith(KEY_PREFIX) or len(raw) > 128:
         raise AuthenticationError()
-    row = session.execute(
-        sa.select(
-            ApiKey.id, ApiKey.tenant_id, ApiKey.role, ApiKey.last_used_at, ApiKey.revoked_at
-        ).where(ApiKey.key_hash == hash_key(raw))
-    ).first()
+    row = conn.execute(_BY_HASH, {"key_hash": hash_key(raw)}).first()
     if row is None or row.revoked_at is not None:
         raise AuthenticationError()
-    permissions = role_permissions(session, row.tenant_id, row.role)
+    permissions = role_permissions(conn, row.tenant_id, row.role)
     if permissions is None:  # its custom role was deleted: the key holds nothing
         permissions = frozenset()
     ctx = Ctx(

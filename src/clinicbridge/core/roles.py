@@ -15,7 +15,9 @@ from clinicbridge.core.schemas import RoleCreate, RoleOut, RoleUpdate
 from clinicbridge.core.tenancy import get_scoped, scoped_select
 
 
-def role_permissions(session: Session, tenant_id: str, role: str) -> frozenset[str] | None:
+def role_permissions(
+    session: Session | sa.Connection, tenant_id: str, role: str
+) -> frozenset[str] | None:
     """The permissions of a role name in this clinic, or None if it does not exist."""
     builtin = BUILTIN_ROLES.get(role)
     if builtin is not None:

@@ -73,6 +73,17 @@ def get_tenant(session: Session, tenant_id: str) -> Tenant:
     return tenant
 
 
+_PROFILE = sa.select(*Tenant.__table__.c).where(Tenant.id == sa.bindparam("tenant_id"))
+
+
+def tenant_profile(conn: sa.Connection, tenant_id: str) -> dict[str, Any]:
+    """The clinic's profile as a mapping: a Core read for the hot ``GET /tenant``."""
+    row = conn.execute(_PROFILE, {"tenant_id": tenant_id}).mappings().first()
+    if row is None:
+        raise NotFoundError("No such clinic.")
+    return dict(row)
+
+
 def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(sa.select(Tenant).order_by(Tenant.id)))
 

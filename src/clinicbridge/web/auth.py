@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends, Request
 from starlette.datastructures import FormData
 
-from clinicbridge.api.deps import PERMISSION_ATTR, get_clock, get_db
+from clinicbridge.api.deps import PERMISSION_ATTR, clock_of, db_of
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ClinicBridgeError, PermissionDeniedError
 from clinicbridge.core.rbac import PERMISSIONS
@@ -45,8 +45,8 @@ def signed_in(request: Request) -> SignedIn | None:
     token = request.cookies.get(cookie_name(request.app.state.settings))
     if not token:
         return None
-    with get_db(request).read() as session:
-        found = resolve_session(session, token, get_clock(request).now())
+    with db_of(request).read() as session:
+        found = resolve_session(session, token, clock_of(request).now())
     request.state.signed_in = found
     return found
 
@@ -55,7 +55,7 @@ def _session_ctx(request: Request) -> tuple[Ctx, SignedIn]:
     found = signed_in(request)
     if found is None:
         raise LoginRequired()
-    with get_db(request).read() as session:
+    with db_of(request).read() as session:
         permissions = role_permissions(session, found.user.tenant_id, found.user.role)
     ctx = Ctx(
         tenant_id=found.user.tenant_id,
@@ -63,7 +63,7 @@ def _session_ctx(request: Request) -> tuple[Ctx, SignedIn]:
         actor_id=found.user.id,
         role=found.user.role,
         permissions=permissions or frozenset(),
-        now=get_clock(request).now(),
+        now=clock_of(request).now(),
         request_id=getattr(request.state, "request_id", None),
     )
     request.state.tenant_id = ctx.tenant_id

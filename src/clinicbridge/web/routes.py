@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from clinicbridge.api.deps import get_clock, get_db
+from clinicbridge.api.deps import clock_of, db_of
 from clinicbridge.api.problems import validation_errors
 from clinicbridge.core import api_keys, users
 from clinicbridge.core.context import Ctx
@@ -88,7 +88,7 @@ async def login(request: Request) -> Response:
     password = str(form.get("password", ""))[:256]
     clinic = str(form.get("clinic", "")).strip()[:63] or None
     settings = request.app.state.settings
-    db = get_db(request)
+    db = db_of(request)
     with db.write() as session:
         matches = find_login(session, email, password, clinic)
         if len(matches) != 1:
@@ -100,7 +100,7 @@ async def login(request: Request) -> Response:
             return _login_page(request, message, 401)
         user = matches[0]
         token = start_session(
-            session, user, get_clock(request).now(), timedelta(hours=settings.session_ttl_hours)
+            session, user, clock_of(request).now(), timedelta(hours=settings.session_ttl_hours)
         )
         tenant_id = user.tenant_id
     response = RedirectResponse(f"/admin/tenants/{tenant_id}", status_code=303)
@@ -124,7 +124,7 @@ async def logout(request: Request) -> Response:
     if found is not None:
         await check_csrf(request, found)
         token = request.cookies.get(cookie_name(settings), "")
-        with get_db(request).write() as session:
+        with db_of(request).write() as session:
             end_session(session, token)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(cookie_name(settings), path="/")
@@ -139,7 +139,7 @@ def _own_tenant(ctx: Ctx, tenant_id: str) -> None:
 def _page_data(request: Request, ctx: Ctx) -> dict[str, Any]:
     found = signed_in(request)
     assert found is not None
-    with get_db(request).read() as session:
+    with db_of(request).read() as session:
         tenant = get_tenant(session, ctx.tenant_id)
         staff = (
             users.list_users(session, ctx, limit=100, starting_after=None).items
@@ -198,7 +198,7 @@ async def create_api_key(
     form = await check_csrf(request, found)
     try:
         data = ApiKeyCreate(name=str(form.get("name", "")), role=str(form.get("role", "")))
-        with get_db(request).write() as session:
+        with db_of(request).write() as session:
             key, raw = api_keys.create_key(session, ctx, data)
             name = key.name
     except (ValidationError, ClinicBridgeError) as exc:
@@ -218,7 +218,7 @@ async def revoke_api_key(
     assert found is not None
     await check_csrf(request, found)
     try:
-        with get_db(request).write() as session:
+        with db_of(request).write() as session:
             api_keys.revoke_key(session, ctx, key_id)
     except ClinicBridgeError as exc:
         return _render(request, ctx, "_api_keys.html", {"key_error": _form_error(exc)}, exc.status)
@@ -239,7 +239,7 @@ async def create_staff_user(
             role=str(form.get("role", "")),
             display_name=str(form.get("display_name", "")),
         )
-        with get_db(request).write() as session:
+        with db_of(request).write() as session:
             user, password = users.create_user(session, ctx, data)
             email = user.email
     except (ValidationError, ClinicBridgeError) as exc:
@@ -261,7 +261,7 @@ async def delete_staff_user(
     assert found is not None
     await check_csrf(request, found)
     try:
-        with get_db(request).write() as session:
+        with db_of(request).write() as session:
             users.delete_user(session, ctx, user_id)
     except ClinicBridgeError as exc:
         return _render(request, ctx, "_users.html", {"user_error": _form_error(exc)}, exc.status)
