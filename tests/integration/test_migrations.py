@@ -1,0 +1,36 @@
+"""Migrations build the same schema as the models, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from clinicbridge.db import models  # noqa: F401
+from clinicbridge.db.base import Base
+from clinicbridge.db.engine import create_database
+from clinicbridge.db.migrate import current_revision, downgrade, head_revision, upgrade
+
+
+def test_upgrade_matches_the_models_and_downgrades_cleanly(empty_database_url: str) -> None:
+    db = create_database(empty_database_url)
+    try:
+        upgrade(db.engine)
+        with db.engine.connect() as conn:
+            assert current_revision(conn) == head_revision()
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, Base.metadata) == []
+        downgrade(db.engine, "base")
+        with db.engine.connect() as conn:
+            assert current_revision(conn) is None
+        upgrade(db.engine)
+    finally:
+        db.dispose()
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    db = create_database(f"sqlite:///{tmp_path / 'x.db'}")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    db.dispose()
