@@ -1,0 +1,49 @@
+# ClinicBridge developer commands. `make run` and `make test` work on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/clinicbridge
+PYTEST := $(PY) -m pytest
+
+.PHONY: install run test test-sqlite test-postgres lint format bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+run: install
+	$(CLI) db upgrade
+	$(CLI) demo >/dev/null
+	$(CLI) serve
+
+test: install
+	scripts/install-system-deps.sh
+	$(MAKE) --no-print-directory test-sqlite
+	$(MAKE) --no-print-directory test-postgres
+
+test-sqlite: install
+	@echo "== test suite on SQLite" >&2
+	$(PYTEST)
+
+test-postgres: install
+	@echo "== test suite on PostgreSQL" >&2
+	scripts/with-postgres.sh $(PYTEST)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+format: install
+	$(VENV)/bin/ruff format src tests bench
+	$(VENV)/bin/ruff check --fix src tests bench
+
+bench: install
+	$(PY) bench/http_baseline.py
+	$(PY) bench/startup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
