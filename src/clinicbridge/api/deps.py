@@ -63,7 +63,10 @@ async def authenticate(request: Request) -> Ctx:
     now = clock_of(request).now()
     token = _bearer(request)
     request_id = getattr(request.state, "request_id", None)
-    ctx, stale = await db.run_read_core(lambda c: authenticate_key(c, token, now, request_id))
+    ip = request.client.host if request.client else None
+    ctx, stale = await db.run_read_core(
+        lambda c: authenticate_key(c, token, now, request_id, ip)
+    )
     if stale:
         await anyio.to_thread.run_sync(_touch, db, ctx.actor_id, now)
     request.state.ctx = ctx

@@ -103,7 +103,7 @@ def revoke_key(session: Session, ctx: Ctx, key_id: str) -> ApiKey:
 
 
 def authenticate_key(
-    conn: sa.Connection, raw: str, now: datetime, request_id: str | None
+    conn: sa.Connection, raw: str, now: datetime, request_id: str | None, ip: str | None = None
 ) -> tuple[Ctx, bool]:
     """Resolve a presented key to a Ctx; the flag says last-used time should be recorded.
 
@@ -126,6 +126,7 @@ def authenticate_key(
         permissions=permissions,
         now=now,
         request_id=request_id,
+        ip=ip,
     )
     stale = row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION
     return ctx, stale

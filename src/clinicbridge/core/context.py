@@ -21,6 +21,7 @@ class Ctx:
     permissions: frozenset[str]
     now: datetime
     request_id: str | None = None
+    ip: str | None = None
 
     def has(self, permission: str) -> bool:
         return permission in self.permissions

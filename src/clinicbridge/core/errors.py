@@ -26,6 +26,9 @@ class ClinicBridgeError(Exception):
     status = 500
     type_slug = "internal"
     title = "Internal server error"
+    retryable = True
+    retry_after: float | None = None
+    consumes_attempt = True
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail or self.title)
@@ -87,6 +90,72 @@ class PayloadTooLargeError(ClinicBridgeError):
     status = 413
     type_slug = "payload-too-large"
     title = "Payload too large"
+
+
+class ExternalServiceError(ClinicBridgeError):
+    """An outside service failed. Never carries request or response bodies."""
+
+    status = 502
+    type_slug = "external-service"
+    title = "Outside service failed"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        integration: str,
+        status_code: int | None = None,
+        retryable: bool = True,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.integration = integration
+        self.status_code = status_code
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class CircuitOpenError(ExternalServiceError):
+    status = 503
+    type_slug = "circuit-open"
+    title = "Outside service unavailable"
+    consumes_attempt = False
+
+
+class RateLimitedError(ExternalServiceError):
+    status = 429
+    type_slug = "rate-limited"
+    title = "Outside service rate limit"
+    consumes_attempt = False
+
+
+class VaultError(ClinicBridgeError):
+    type_slug = "vault"
+    title = "Credential vault error"
+    retryable = False
+
+
+class DecryptionError(VaultError):
+    title = "Credential could not be decrypted"
+
+
+class JobError(ClinicBridgeError):
+    type_slug = "job"
+    title = "Background job error"
+
+
+class RetryAfter(JobError):
+    """Raised by a handler: run me again after ``seconds`` (counts as an attempt)."""
+
+    def __init__(self, seconds: float, detail: str | None = None) -> None:
+        super().__init__(detail or f"retry requested in {seconds:g} s")
+        self.retry_after = max(0.0, float(seconds))
+
+
+class PermanentJobError(JobError):
+    """Raised by a handler: retrying cannot help; the job goes to ``dead``."""
+
+    retryable = False
 
 
 @dataclass

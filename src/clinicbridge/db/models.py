@@ -1,6 +1,9 @@
 """Imports every module that defines tables, so ``Base.metadata`` is complete."""
 
+from clinicbridge.audit import models as audit_models
 from clinicbridge.core import models as core_models
+from clinicbridge.http import models as http_models
 from clinicbridge.jobs import models as jobs_models
+from clinicbridge.vault import models as vault_models
 
-__all__ = ["core_models", "jobs_models"]
+__all__ = ["audit_models", "core_models", "http_models", "jobs_models", "vault_models"]

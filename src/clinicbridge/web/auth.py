@@ -65,6 +65,7 @@ def _session_ctx(request: Request) -> tuple[Ctx, SignedIn]:
         permissions=permissions or frozenset(),
         now=clock_of(request).now(),
         request_id=getattr(request.state, "request_id", None),
+        ip=request.client.host if request.client else None,
     )
     request.state.tenant_id = ctx.tenant_id
     return ctx, found
