@@ -31,5 +31,38 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.job_claim_latency = Histogram(
+            "clinicbridge_job_claim_latency_seconds",
+            "Time from a job being due to a worker claiming it",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.job_run_duration = Histogram(
+            "clinicbridge_job_run_duration_seconds",
+            "Time a job's handler ran",
+            ["kind"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )
+        self.jobs_finished = Counter(
+            "clinicbridge_jobs_finished",
+            "Job runs by kind and resulting state",
+            ["kind", "state"],
+            registry=self.registry,
+        )
+        self.jobs_by_state = Gauge(
+            "clinicbridge_jobs",
+            "Jobs in the database by state and kind",
+            ["state", "kind"],
+            registry=self.registry,
+        )
+
+        self.webhooks_received = Counter(
+            "clinicbridge_webhooks_received",
+            "Inbound webhook requests by connector and outcome",
+            ["connector", "outcome"],
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
