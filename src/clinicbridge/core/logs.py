@@ -10,7 +10,9 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
+
+from clinicbridge.core.secrets import SecretRedactingFilter
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,10 +29,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
-def configure_logging(level: str = "INFO") -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send every log record, ours and the libraries', as JSON lines to stdout."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(SecretRedactingFilter())  # on the handler: it sees propagated records
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clinicbridge.core import models as _core_models  # noqa: F401  (tenants: FK target)
 from clinicbridge.db.base import Base, UTCDateTime
 
 
