@@ -1,0 +1,1 @@
+"""Inbound webhook inbox and outbound webhook deliveries."""
