@@ -22,6 +22,10 @@ class Tenant(Base):
     timezone: Mapped[str] = mapped_column(sa.String(64))
     default_language: Mapped[str] = mapped_column(sa.String(35))
     currency: Mapped[str] = mapped_column(sa.String(3))
+    # Raw bodies of inbound webhooks are dropped after this; the events stay.
+    webhook_body_retention_days: Mapped[int] = mapped_column(
+        sa.Integer, default=30, server_default="30"
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

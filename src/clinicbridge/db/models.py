@@ -3,7 +3,17 @@
 from clinicbridge.audit import models as audit_models
 from clinicbridge.core import models as core_models
 from clinicbridge.http import models as http_models
+from clinicbridge.integrations import models as integration_models
 from clinicbridge.jobs import models as jobs_models
 from clinicbridge.vault import models as vault_models
+from clinicbridge.webhooks import models as webhook_models
 
-__all__ = ["audit_models", "core_models", "http_models", "jobs_models", "vault_models"]
+__all__ = [
+    "audit_models",
+    "core_models",
+    "http_models",
+    "integration_models",
+    "jobs_models",
+    "vault_models",
+    "webhook_models",
+]

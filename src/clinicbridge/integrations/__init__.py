@@ -1,0 +1,1 @@
+"""Connectors to outside services, each clinic's configured integrations, and their health."""

@@ -1,0 +1,27 @@
+"""One module per provider; ``ALL`` is what the registry installs."""
+
+from __future__ import annotations
+
+from clinicbridge.integrations.connector import Connector
+from clinicbridge.integrations.connectors.docusign import DocuSign
+from clinicbridge.integrations.connectors.generic import GenericHmac, StandardWebhooks
+from clinicbridge.integrations.connectors.mailgun import Mailgun
+from clinicbridge.integrations.connectors.resend import Resend
+from clinicbridge.integrations.connectors.sendgrid import SendGrid
+from clinicbridge.integrations.connectors.stripe import Stripe
+from clinicbridge.integrations.connectors.twilio import Twilio
+from clinicbridge.integrations.connectors.vapi import Vapi
+from clinicbridge.integrations.connectors.zoom import Zoom
+
+ALL: tuple[type[Connector], ...] = (
+    Stripe,
+    Twilio,
+    SendGrid,
+    Resend,
+    Mailgun,
+    DocuSign,
+    Zoom,
+    Vapi,
+    GenericHmac,
+    StandardWebhooks,
+)
