@@ -7,18 +7,23 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from clinicbridge import __version__
-from clinicbridge.api import api_v1_router, health
+from clinicbridge import (
+    __version__,
+    handlers,  # noqa: F401  (registers job handlers)
+)
+from clinicbridge.api import api_v1_router, health, webhook_inbox
 from clinicbridge.api.deps import check_permissions
 from clinicbridge.api.middleware import RequestMiddleware
 from clinicbridge.api.problems import install_problem_handlers
 from clinicbridge.core.clock import Clock, SystemClock
+from clinicbridge.core.idempotency import ResponseCipher
 from clinicbridge.core.metrics import Metrics
 from clinicbridge.db.engine import Database, create_database
 from clinicbridge.db.migrate import head_revision
-from clinicbridge.jobs.worker import Worker, WorkerThread
-from clinicbridge.settings import Settings
+from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
+from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import routes as web_routes
 
 API_DESCRIPTION = """\
@@ -45,8 +50,9 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker = None
         if embedded_worker:
+            config = WorkerConfig(heartbeat_seconds=settings.worker_heartbeat_seconds)
             worker = WorkerThread(
-                Worker(database, the_clock, heartbeat_seconds=settings.worker_heartbeat_seconds)
+                Worker(database, the_clock, config=config, metrics=metrics, settings=settings)
             )
             worker.start()
         try:
@@ -70,12 +76,15 @@ def create_app(
     app.state.clock = the_clock
     app.state.metrics = metrics
     app.state.migration_head = head_revision()
+    app.state.idempotency_cipher = ResponseCipher(load_master_key(settings.master_key_file))
 
     install_problem_handlers(app)
     app.add_exception_handler(web_auth.LoginRequired, web_routes.on_login_required)
     app.include_router(health.router)
     app.include_router(api_v1_router())
+    app.include_router(webhook_inbox.router)
     app.include_router(web_routes.router)
+    app.include_router(web_integrations.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     check_permissions(app, web_routes.is_web_path)

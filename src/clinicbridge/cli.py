@@ -6,16 +6,16 @@ Heavy modules (FastAPI, SQLAlchemy) are imported inside the commands so that
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from clinicbridge.core.context import Ctx
-    from clinicbridge.db.engine import Database
-    from clinicbridge.settings import Settings
+from clinicbridge import cli_common
+from clinicbridge.audit.cli import audit_app
+from clinicbridge.jobs.cli import jobs_app
+from clinicbridge.vault.cli import vault_app
+from clinicbridge.webhooks.cli import webhooks_app
 
 app = typer.Typer(
     help="ClinicBridge: the integration hub for clinics.",
@@ -29,56 +29,19 @@ user_app = typer.Typer(help="Staff users.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(user_app, name="user")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(vault_app, name="vault")
+app.add_typer(audit_app, name="audit")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _settings(*, need_master_key: bool = False, **overrides: object) -> Settings:
-    from clinicbridge.settings import SettingsError, load_master_key, load_settings
-
-    try:
-        settings = load_settings(**overrides)
-        if need_master_key:
-            load_master_key(settings.master_key_file)
-    except SettingsError as exc:
-        _fail(str(exc))
-    return settings
-
-
-def _database(settings: Settings) -> Database:
-    from clinicbridge.db.engine import create_database
-
-    return create_database(settings.database_url, pool_size=2)
-
-
-def _require_current_schema(db: Database) -> None:
-    from clinicbridge.db.migrate import current_revision, head_revision
-
-    with db.engine.connect() as conn:
-        if current_revision(conn) != head_revision():
-            _fail("the database schema is not current; run: clinicbridge db upgrade")
-
-
-def _system_ctx(tenant_id: str) -> Ctx:
-    from clinicbridge.core.clock import SystemClock
-    from clinicbridge.core.context import Ctx
-    from clinicbridge.core.rbac import BUILTIN_ROLES
-
-    return Ctx(
-        tenant_id=tenant_id,
-        actor_type="system",
-        actor_id="cli",
-        role="owner",
-        permissions=BUILTIN_ROLES["owner"],
-        now=SystemClock().now(),
-    )
-
-
-def _print_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data) + "\n")
+# Shared with the command groups of other packages (jobs, vault, audit).
+_fail = cli_common.fail
+_settings = cli_common.settings_or_exit
+_database = cli_common.open_database
+_require_current_schema = cli_common.require_current_schema
+_system_ctx = cli_common.system_ctx
+_print_json = cli_common.print_json
 
 
 @app.command()
@@ -111,22 +74,71 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
-    """Run a worker process (for scale-out next to `serve --no-worker`)."""
+def worker(
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="Queue to work (repeatable).")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Handler threads.")] = 4,
+    load: Annotated[
+        list[str] | None,
+        typer.Option("--import", help="Module that registers job handlers (repeatable)."),
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+    lease_seconds: Annotated[
+        float, typer.Option(min=1, help="A job whose worker is silent this long is re-run.")
+    ] = 30.0,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=10_000, help="Jobs claimed and recorded per statement.")
+    ] = 100,
+) -> None:
+    """Run a worker process (for scale-out next to `serve --no-worker`). SIGTERM stops it
+    gracefully: no new claims, running jobs finish or are given back."""
+    import importlib
     import signal
+    import threading
+    from datetime import timedelta
 
+    from clinicbridge import handlers  # noqa: F401  (the application's job handlers)
     from clinicbridge.core.clock import SystemClock
     from clinicbridge.core.logs import configure_logging
-    from clinicbridge.jobs.worker import Worker
+    from clinicbridge.core.metrics import Metrics
+    from clinicbridge.jobs.worker import Worker, WorkerConfig
 
+    # Signals go to one waiting thread (see below): block them before any thread starts.
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     settings = _settings(need_master_key=True)
     configure_logging(settings.log_level)
+    for module in load or []:
+        importlib.import_module(module)
     db = _database(settings)
     _require_current_schema(db)
-    the_worker = Worker(db, SystemClock(), heartbeat_seconds=settings.worker_heartbeat_seconds)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: the_worker.stop())
-    the_worker.run()
+    metrics = Metrics()
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=settings.host, registry=metrics.registry)
+    config = WorkerConfig(
+        queues=tuple(queue or ["default"]),
+        concurrency=concurrency,
+        batch_size=batch_size,
+        lease=timedelta(seconds=lease_seconds),
+        heartbeat_seconds=min(settings.worker_heartbeat_seconds, lease_seconds / 3),
+    )
+    the_worker = Worker(db, SystemClock(), config=config, metrics=metrics, settings=settings)
+    # The worker runs in a thread and another thread waits for SIGTERM/SIGINT: a
+    # Python signal handler calling stop() could deadlock on a lock the loop holds.
+    thread = threading.Thread(target=the_worker.run, name="clinicbridge-worker")
+    thread.start()
+
+    def stop_on_signal() -> None:
+        signal.sigwait(signals)
+        the_worker.stop()
+
+    threading.Thread(target=stop_on_signal, daemon=True).start()
+    thread.join()
 
 
 @db_app.command("upgrade")
@@ -166,8 +178,9 @@ def tenant_create(
     slug: Annotated[str | None, typer.Option(help="Short name (default: from the name).")] = None,
 ) -> None:
     """Create a clinic and print {"tenant_id", "api_key"} (an owner key) as JSON."""
-    from clinicbridge.core.api_keys import issue_key
-    from clinicbridge.core.tenancy import create_tenant
+    from clinicbridge.audit import record
+    from clinicbridge.core.api_keys import created_key_diff, issue_key
+    from clinicbridge.core.tenancy import create_tenant, created_tenant_diff
 
     db = _database(_settings())
     _require_current_schema(db)
@@ -183,7 +196,7 @@ def tenant_create(
                 currency=currency,
                 slug=slug,
             )
-            _, raw = issue_key(
+            key, raw = issue_key(
                 session,
                 tenant_id=tenant.id,
                 name="owner (cli)",
@@ -192,6 +205,18 @@ def tenant_create(
                 created_by=None,
             )
             tenant_id = tenant.id
+            as_system = _system_ctx(tenant_id)
+            record(
+                session,
+                as_system,
+                "tenant.create",
+                "tenant",
+                tenant_id,
+                diff=created_tenant_diff(tenant),
+            )
+            record(
+                session, as_system, "api_key.create", "api_key", key.id, diff=created_key_diff(key)
+            )
     except ValueError as exc:
         _fail(str(exc))
     _print_json({"tenant_id": tenant_id, "api_key": raw})

@@ -6,10 +6,7 @@ explicitly to whoever needs it; nothing reads the environment later.
 
 from __future__ import annotations
 
-import base64
-import os
-import secrets
-import stat
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +33,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     session_ttl_hours: int = Field(default=12, ge=1, le=24 * 30)
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Hostnames and CIDRs outbound webhooks may reach although private (see webhooks.ssrf).
+    webhook_allowlist: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -51,6 +50,12 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("webhook_allowlist")
+    @classmethod
+    def _allowlist(cls, value: str) -> str:
+        parse_allowlist(value)  # a bad entry stops start-up, not the first delivery
+        return value
+
     @property
     def public_base_url(self) -> str:
         """The URL clients use to reach this service (for links and cookies)."""
@@ -59,6 +64,31 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.public_base_url.startswith("https://")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_allowlist(value: str) -> tuple[frozenset[str], tuple[IPNetwork, ...]]:
+    """``CLINICBRIDGE_WEBHOOK_ALLOWLIST``: comma-separated hostnames and CIDRs (or IPs)."""
+    hosts: set[str] = set()
+    networks: list[IPNetwork] = []
+    for raw in value.split(","):
+        entry = raw.strip().lower().rstrip(".")
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            continue
+        except ValueError:
+            pass
+        labels = entry.split(".")
+        if not all(
+            0 < len(x) < 64 and x.replace("-", "").replace("_", "").isalnum() for x in labels
+        ):
+            raise ValueError(f"not a hostname or CIDR: {raw.strip()!r}")
+        hosts.add(entry)
+    return frozenset(hosts), tuple(networks)
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -72,31 +102,13 @@ def load_settings(**overrides: object) -> Settings:
 
 
 def load_master_key(path: Path) -> bytes:
-    """Return the master key, creating it (mode 0600) on first run.
+    """Return the active master key, creating the key file (mode 0600) on first run.
 
     Refuses a key file that other users can read or write: the master key
-    protects every clinic's credentials.
+    protects every clinic's credentials. The file is a key ring (see
+    ``clinicbridge.vault.keyring``); the legacy one-key file is version 1.
     """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(MASTER_KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(base64.b64encode(key).decode() + "\n")
-        return key
-    mode = path.stat().st_mode
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise SettingsError(
-            f"{ENV_PREFIX}MASTER_KEY_FILE: {path} is accessible by other users "
-            f"(mode {stat.filemode(mode)}); run: chmod 600 {path}"
-        )
-    try:
-        key = base64.b64decode(path.read_text().strip(), validate=True)
-    except ValueError:
-        key = b""
-    if len(key) != MASTER_KEY_BYTES:
-        raise SettingsError(
-            f"{ENV_PREFIX}MASTER_KEY_FILE: {path} does not hold a base64 "
-            f"{MASTER_KEY_BYTES}-byte key"
-        )
-    return key
+    # Imported here: the key ring builds on this module (SettingsError).
+    from clinicbridge.vault.keyring import KeyRing
+
+    return KeyRing.load(path).active_key

@@ -213,3 +213,11 @@ def test_serve_refuses_a_world_readable_master_key(env: dict[str, str], tmp_path
 
 def test_console_script_is_installed() -> None:
     assert shutil.which("clinicbridge", path=str(Path(sys.executable).parent))
+
+
+def test_webhooks_commands(env: dict[str, str]) -> None:
+    listed = run(["webhooks", "list"], env)
+    assert listed.returncode == 0 and listed.stdout == ""
+    missing = run(["webhooks", "show", "whe_" + "0" * 26], env)
+    assert missing.returncode == 1 and "No such webhook event" in missing.stderr
+    assert run(["webhooks", "replay", "whe_" + "0" * 26], env).returncode == 1

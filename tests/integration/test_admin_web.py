@@ -177,3 +177,25 @@ def test_same_email_at_two_clinics(
         assert response.headers["location"] == f"/admin/tenants/{birch.id}"
     else:
         assert response.status_code == 401 and "several clinics" in response.text
+
+
+def test_dead_jobs_can_be_retried_from_the_ui(client: TestClient, clinic: Clinic, db) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.test_jobs_api import _dead_job
+
+    job_id = _dead_job(db, clinic.id)
+    _user(client, clinic, "owner@maple.example.com")
+    _login(client, "owner@maple.example.com")
+    page = client.get(f"/admin/tenants/{clinic.id}/jobs")
+    assert page.status_code == 200 and job_id in page.text and "ExternalServiceError" in page.text
+    csrf = _csrf(page.text)
+    retried = client.post(
+        f"/admin/tenants/{clinic.id}/jobs/{job_id}/retry",
+        headers={"HX-Request": "true", "X-CSRF-Token": csrf},
+    )
+    assert retried.status_code == 200 and f"Job {job_id} will run again now." in retried.text
+    assert client.get(f"/api/v1/jobs/{job_id}", headers=clinic.headers).json()["state"] == "pending"
+    again = client.post(
+        f"/admin/tenants/{clinic.id}/jobs/{job_id}/retry",
+        headers={"HX-Request": "true", "X-CSRF-Token": csrf},
+    )
+    assert again.status_code == 409 and "only dead, failed or cancelled" in again.text

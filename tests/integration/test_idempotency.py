@@ -102,3 +102,16 @@ def test_concurrent_twins_run_once(live_server: LiveServer, clinic: Clinic) -> N
     with httpx.Client(base_url=live_server.url, headers=clinic.headers) as http:
         emails = [u["email"] for u in http.get("/api/v1/users").json()["data"]]
     assert emails.count("twin@maple.example.com") == 1
+
+
+def test_stored_answers_are_encrypted(client: TestClient, clinic: Clinic, db: Database) -> None:
+    """A replayable answer may hold a secret shown once (a new API key)."""
+    import sqlalchemy as sa
+
+    from clinicbridge.core.models import IdempotencyRecord
+
+    created = _post(client, clinic, "with-secret", "Kiosk").json()
+    with db.read() as session:
+        stored = session.scalars(sa.select(IdempotencyRecord.response_body)).all()
+    assert stored and all(created["key"].encode() not in body for body in stored)
+    assert _post(client, clinic, "with-secret", "Kiosk").json()["key"] == created["key"]

@@ -8,7 +8,13 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
-from clinicbridge.api.deps import check_permissions, iter_api_routes, require, route_permission
+from clinicbridge.api.deps import (
+    PUBLIC_PATHS,
+    check_permissions,
+    iter_api_routes,
+    require,
+    route_permission,
+)
 from clinicbridge.core.rbac import BUILTIN_ROLES, PERMISSIONS
 from clinicbridge.db.engine import Database
 from clinicbridge.web.routes import is_web_path
@@ -20,11 +26,16 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
     assert len(routes) > 20
     for route in routes:
         permission = route_permission(route)
-        assert (
-            permission in PERMISSIONS
-            or route.path in {"/healthz", "/readyz", "/metrics"}
-            or is_web_path(route.path)
-        ), route.path
+        public = route.path in PUBLIC_PATHS or is_web_path(route.path)
+        assert (permission in PERMISSIONS) != public, route.path
+    assert PUBLIC_PATHS == {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/webhooks/{integration_id}",
+    }
 
 
 def test_a_route_without_permission_is_refused(app: FastAPI) -> None:

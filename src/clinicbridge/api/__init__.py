@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from clinicbridge.api import api_keys, roles, tenant, users
+from clinicbridge.api import (
+    api_keys,
+    audit,
+    integration_health,
+    integrations,
+    jobs,
+    roles,
+    tenant,
+    users,
+    webhook_endpoints,
+    webhook_events,
+)
 
 
 def api_v1_router() -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    for module in (tenant, users, api_keys, roles):
+    for module in (
+        tenant,
+        users,
+        api_keys,
+        roles,
+        jobs,
+        audit,
+        integration_health,  # before integrations: /integrations/health is no id
+        integrations,
+        webhook_events,
+        webhook_endpoints,
+    ):
         router.include_router(module.router)
     return router

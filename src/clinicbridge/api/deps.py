@@ -24,8 +24,11 @@ from clinicbridge.core.rbac import PERMISSIONS
 from clinicbridge.db.engine import Database
 
 PERMISSION_ATTR = "__clinicbridge_permission__"
-# Routes anyone may call: probes, metrics, API docs.
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+# Routes anyone may call: probes, metrics, API docs; the webhook inbox authenticates
+# each request by the integration's own signature scheme instead.
+PUBLIC_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/webhooks/{integration_id}"}
+)
 
 
 def db_of(request: Request) -> Database:
@@ -64,9 +67,7 @@ async def authenticate(request: Request) -> Ctx:
     token = _bearer(request)
     request_id = getattr(request.state, "request_id", None)
     ip = request.client.host if request.client else None
-    ctx, stale = await db.run_read_core(
-        lambda c: authenticate_key(c, token, now, request_id, ip)
-    )
+    ctx, stale = await db.run_read_core(lambda c: authenticate_key(c, token, now, request_id, ip))
     if stale:
         await anyio.to_thread.run_sync(_touch, db, ctx.actor_id, now)
     request.state.ctx = ctx

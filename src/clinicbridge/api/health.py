@@ -13,6 +13,7 @@ from clinicbridge.api.deps import DB, clock_of
 from clinicbridge.core.metrics import Metrics
 from clinicbridge.db.migrate import current_revision
 from clinicbridge.jobs.heartbeat import freshest_heartbeat_age
+from clinicbridge.jobs.queue import counts_by_state_and_kind
 
 router = APIRouter(tags=["health"])
 
@@ -71,5 +72,9 @@ def metrics(request: Request, db: DB) -> Response:
     registry: Metrics = request.app.state.metrics
     with db.read() as session:
         age = freshest_heartbeat_age(session, clock_of(request).now())
+        job_counts = counts_by_state_and_kind(session)
     registry.worker_heartbeat_age.set(-1 if age is None else age)
+    registry.jobs_by_state.clear()
+    for state, kind, count in job_counts:
+        registry.jobs_by_state.labels(state, kind).set(count)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

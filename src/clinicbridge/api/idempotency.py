@@ -11,7 +11,7 @@ from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from clinicbridge.core import idempotency
-from clinicbridge.core.errors import InvalidInputError
+from clinicbridge.core.errors import IdempotencyConflictError, InvalidInputError
 
 HEADER = "idempotency-key"
 _STORED_HEADERS = ("content-type", "location")
@@ -41,10 +41,17 @@ class IdempotentRoute(APIRoute):
             request_hash = idempotency.fingerprint(
                 request.method.encode(), request.url.path.encode(), body
             )
+            cipher: idempotency.ResponseCipher = request.app.state.idempotency_cipher
             stored = await run_in_threadpool(idempotency.claim, db, scope, key, request_hash, now)
             if stored is not None:
+                answer = cipher.open(scope, key, stored.body)
+                if answer is None:
+                    raise IdempotencyConflictError(
+                        "The answer stored for this Idempotency-Key can no longer be read "
+                        "(the master key was rotated); send the request with a new key."
+                    )
                 headers = {**stored.headers, "Idempotent-Replayed": "true"}
-                return Response(stored.body, status_code=stored.status, headers=headers)
+                return Response(answer, status_code=stored.status, headers=headers)
             try:
                 response = await handler(request)
             except BaseException:
@@ -54,7 +61,8 @@ class IdempotentRoute(APIRoute):
                 await run_in_threadpool(idempotency.release, db, scope, key)
                 return response
             kept = {h: response.headers[h] for h in _STORED_HEADERS if h in response.headers}
-            result = idempotency.StoredResponse(response.status_code, bytes(response.body), kept)
+            sealed = cipher.seal(scope, key, bytes(response.body))
+            result = idempotency.StoredResponse(response.status_code, sealed, kept)
             await run_in_threadpool(idempotency.complete, db, scope, key, result)
             return response
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clinicbridge.core.errors import ClinicBridgeError, FieldError, Problem
+from clinicbridge.core.errors import ClinicBridgeError, Problem, validation_errors
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -46,25 +43,6 @@ def http_problem(status: int) -> Problem:
 
 def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
-
-
-def _field_name(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc]
-    if parts and parts[0] == "body":
-        parts = parts[1:] or ["body"]
-    return ".".join(parts) or "body"
-
-
-def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
-    """Pydantic errors without their ``input``: values may be patient data."""
-    out = []
-    for err in errors:
-        if err.get("type") == "json_invalid":
-            out.append(FieldError("body", "the body is not valid JSON", "json_invalid"))
-            continue
-        message = str(err.get("msg", "invalid value"))
-        out.append(FieldError(_field_name(err.get("loc", ())), message, str(err.get("type"))))
-    return out
 
 
 async def _on_clinicbridge_error(request: Request, exc: Exception) -> JSONResponse:

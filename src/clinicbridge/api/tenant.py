@@ -26,7 +26,6 @@ def update_tenant(
     body: TenantUpdate, db: DB, ctx: Annotated[Ctx, require("tenant:write")]
 ) -> TenantOut:
     with db.write() as session:
-        tenant = tenancy.update_tenant(
-            session, ctx.tenant_id, body.model_dump(exclude_unset=True, exclude_none=True), ctx.now
-        )
+        changes = body.model_dump(exclude_unset=True, exclude_none=True)
+        tenant = tenancy.update_tenant(session, ctx, changes)
         return TenantOut.model_validate(tenant)

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit import diff_of, record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import AuthenticationError
 from clinicbridge.core.ids import new_id
@@ -65,7 +66,7 @@ def issue_key(
 
 def create_key(session: Session, ctx: Ctx, data: ApiKeyCreate) -> tuple[ApiKey, str]:
     assert_can_grant(session, ctx, data.role)
-    return issue_key(
+    key, raw = issue_key(
         session,
         tenant_id=ctx.tenant_id,
         name=data.name,
@@ -73,6 +74,13 @@ def create_key(session: Session, ctx: Ctx, data: ApiKeyCreate) -> tuple[ApiKey, 
         now=ctx.now,
         created_by=ctx.actor_id,
     )
+    record(session, ctx, "api_key.create", "api_key", key.id, diff=created_key_diff(key))
+    return key, raw
+
+
+def created_key_diff(key: ApiKey) -> dict[str, object] | None:
+    """What an ``api_key.create`` event shows: never the key, not even its hint."""
+    return diff_of({}, {"name": key.name, "role": key.role})
 
 
 def list_keys(
@@ -87,8 +95,11 @@ def get_key(session: Session, ctx: Ctx, key_id: str) -> ApiKey:
 
 def rename_key(session: Session, ctx: Ctx, key_id: str, name: str) -> ApiKey:
     key = get_key(session, ctx, key_id)
+    diff = diff_of({"name": key.name}, {"name": name})
     key.name = name
     session.flush()
+    if diff:
+        record(session, ctx, "api_key.rename", "api_key", key.id, diff=diff)
     return key
 
 
@@ -99,6 +110,8 @@ def revoke_key(session: Session, ctx: Ctx, key_id: str) -> ApiKey:
     if key.revoked_at is None:
         key.revoked_at = ctx.now
         session.flush()
+        diff = diff_of({"revoked_at": None}, {"revoked_at": ctx.now})
+        record(session, ctx, "api_key.revoke", "api_key", key.id, diff=diff)
     return key
 
 

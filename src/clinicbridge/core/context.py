@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-ActorType = Literal["user", "api_key", "system"]
+ActorType = Literal["user", "api_key", "system", "integration"]
 
 
 @dataclass(frozen=True)

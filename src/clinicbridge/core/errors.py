@@ -7,12 +7,15 @@ ClinicBridgeError
 ├── ConflictError            409
 │   └── IdempotencyConflictError
 ├── InvalidInputError        422  (field-level errors)
-└── PayloadTooLargeError     413
+├── PayloadTooLargeError     413
+└── WebhookVerificationError 401  (detail for logs: which check failed)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -129,6 +132,16 @@ class RateLimitedError(ExternalServiceError):
     consumes_attempt = False
 
 
+class WebhookVerificationError(ClinicBridgeError):
+    """An inbound webhook failed verification; ``detail`` is for logs, never secrets or body."""
+
+    status = 401
+    type_slug = "webhook-verification"
+    title = "Webhook verification failed"
+    retryable = False
+    connector: str | None = None  # set by the inbox, for metrics
+
+
 class VaultError(ClinicBridgeError):
     type_slug = "vault"
     title = "Credential vault error"
@@ -192,3 +205,22 @@ class Problem:
         if isinstance(exc, PermissionDeniedError):
             extra["permission"] = exc.permission
         return cls(exc.status, exc.type_slug, exc.title, exc.detail, errors, extra)
+
+
+def _field_name(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:] or ["body"]
+    return ".".join(parts) or "body"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
+    """Pydantic errors without their ``input``: values may be patient data."""
+    out = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            out.append(FieldError("body", "the body is not valid JSON", "json_invalid"))
+            continue
+        message = str(err.get("msg", "invalid value"))
+        out.append(FieldError(_field_name(err.get("loc", ())), message, str(err.get("type"))))
+    return out

@@ -1,6 +1,8 @@
 """``Idempotency-Key`` on POST: the same key and body give the same answer for 24 h.
 
-A key is scoped to the credential that sent it. The first request claims the key
+A key is scoped to the credential that sent it. Stored responses are encrypted
+(AES-256-GCM, key derived from the master key): they can hold a secret shown
+once, such as a new API key. The first request claims the key
 (state ``in_progress``); a concurrent twin gets 409 rather than running twice; a
 different body under the same key gets 409. Only completed responses are stored,
 so a request that failed can be corrected and retried under the same key.
@@ -9,10 +11,15 @@ so a request that failed can be corrected and retried under the same key.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.exc import IntegrityError
 
 from clinicbridge.core.errors import IdempotencyConflictError
@@ -23,6 +30,27 @@ from clinicbridge.db.engine import Database
 RETENTION = timedelta(hours=24)
 # A claim older than this belongs to a request that died with its process.
 ABANDONED_AFTER = timedelta(minutes=5)
+
+
+class ResponseCipher:
+    """Seals stored response bodies, bound to their (scope, key)."""
+
+    def __init__(self, master_key: bytes) -> None:
+        derived = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"clinicbridge idempotency v1"
+        ).derive(master_key)
+        self._aead = AESGCM(derived)
+
+    def seal(self, scope: str, key: str, body: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead.encrypt(nonce, body, f"{scope}|{key}".encode())
+
+    def open(self, scope: str, key: str, sealed: bytes) -> bytes | None:
+        """The body, or None if it cannot be opened (e.g. the master key was rotated)."""
+        try:
+            return self._aead.decrypt(sealed[:12], sealed[12:], f"{scope}|{key}".encode())
+        except (InvalidTag, ValueError):
+            return None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit import diff_of, record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from clinicbridge.core.ids import new_id
@@ -100,7 +101,12 @@ def create_role(session: Session, ctx: Ctx, data: RoleCreate) -> RoleOut:
         session.flush()
     except IntegrityError as exc:  # a concurrent request created it first
         raise ConflictError(f"Role '{data.name}' already exists.") from exc
+    record(session, ctx, "role.create", "role", role.id, diff=diff_of({}, _audited(role)))
     return _custom_out(role)
+
+
+def _audited(role: Role) -> dict[str, object]:
+    return {"name": role.name, "description": role.description, "permissions": role.permissions}
 
 
 def _custom(session: Session, ctx: Ctx, name: str) -> Role:
@@ -111,12 +117,16 @@ def _custom(session: Session, ctx: Ctx, name: str) -> Role:
 
 def update_role(session: Session, ctx: Ctx, name: str, data: RoleUpdate) -> RoleOut:
     role = _custom(session, ctx, name)
+    before = _audited(role)
     if data.description is not None:
         role.description = data.description
     if data.permissions is not None:
         role.permissions = _checked_permissions(ctx, data.permissions)
     role.updated_at = ctx.now
     session.flush()
+    diff = diff_of(before, _audited(role))
+    if diff:
+        record(session, ctx, "role.update", "role", role.id, diff=diff)
     return _custom_out(role)
 
 
@@ -136,8 +146,10 @@ def delete_role(session: Session, ctx: Ctx, name: str) -> None:
     )
     if holders:
         raise ConflictError(f"Role '{name}' is still held by {holders} user(s) or API key(s).")
+    diff = diff_of(_audited(role), {})
     session.delete(role)
     session.flush()
+    record(session, ctx, "role.delete", "role", role.id, diff=diff)
 
 
 def assert_can_grant(session: Session, ctx: Ctx, role: str, field: str = "role") -> None:

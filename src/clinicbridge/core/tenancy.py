@@ -8,6 +8,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit import diff_of, record
+from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import NotFoundError
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.models import Tenant
@@ -66,6 +68,12 @@ def create_tenant(
     return tenant
 
 
+def created_tenant_diff(tenant: Tenant) -> dict[str, Any] | None:
+    """What a ``tenant.create`` event shows (the caller records it: creators have no Ctx)."""
+    fields = ("name", "slug", "timezone", "default_language", "currency")
+    return diff_of({}, {field: getattr(tenant, field) for field in fields})
+
+
 def get_tenant(session: Session, tenant_id: str) -> Tenant:
     tenant = session.get(Tenant, tenant_id)
     if tenant is None:
@@ -88,12 +96,15 @@ def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(sa.select(Tenant).order_by(Tenant.id)))
 
 
-def update_tenant(
-    session: Session, tenant_id: str, changes: dict[str, Any], now: datetime
-) -> Tenant:
-    tenant = get_tenant(session, tenant_id)
+def update_tenant(session: Session, ctx: Ctx, changes: dict[str, Any]) -> Tenant:
+    """Change the calling clinic's profile; audited as ``tenant.update``."""
+    tenant = get_tenant(session, ctx.tenant_id)
+    before = {field: getattr(tenant, field) for field in changes}
     for field, value in changes.items():
         setattr(tenant, field, value)
-    tenant.updated_at = now
+    tenant.updated_at = ctx.now
     session.flush()
+    diff = diff_of(before, changes)
+    if diff:
+        record(session, ctx, "tenant.update", "tenant", tenant.id, diff=diff)
     return tenant

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit import diff_of, record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ConflictError
 from clinicbridge.core.ids import new_id
@@ -42,6 +45,7 @@ def create_user(session: Session, ctx: Ctx, data: UserCreate) -> tuple[User, str
         session.flush()
     except IntegrityError as exc:  # a concurrent request won the race
         raise ConflictError("A user with this e-mail already exists in this clinic.") from exc
+    record(session, ctx, "user.create", "user", user.id, diff=diff_of({}, _audited(user)))
     return user, generated
 
 
@@ -69,9 +73,21 @@ def _guard_last_owner(session: Session, user: User) -> None:
         raise ConflictError("This is the clinic's last active owner; appoint another owner first.")
 
 
+def _audited(user: User, *, password: bool = False) -> dict[str, Any]:
+    """The fields a user's audit diff shows; the password hash only to mask a change."""
+    fields = {
+        "email": user.email,
+        "display_name": user.display_name,
+        "role": user.role,
+        "is_active": user.is_active,
+    }
+    return fields | {"password": user.password_hash} if password else fields
+
+
 def update_user(session: Session, ctx: Ctx, user_id: str, data: UserUpdate) -> User:
     user = get_user(session, ctx, user_id)
     assert_can_grant(session, ctx, user.role)
+    before = _audited(user, password=True)
     demotes = (data.role is not None and data.role != user.role) or data.is_active is False
     if demotes:
         _guard_last_owner(session, user)
@@ -88,6 +104,9 @@ def update_user(session: Session, ctx: Ctx, user_id: str, data: UserUpdate) -> U
         _end_sessions(session, user.id)
     user.updated_at = ctx.now
     session.flush()
+    diff = diff_of(before, _audited(user, password=True))
+    if diff:
+        record(session, ctx, "user.update", "user", user.id, diff=diff)
     return user
 
 
@@ -96,8 +115,10 @@ def delete_user(session: Session, ctx: Ctx, user_id: str) -> None:
     assert_can_grant(session, ctx, user.role)
     _guard_last_owner(session, user)
     _end_sessions(session, user.id)
+    diff = diff_of(_audited(user), {})
     session.delete(user)
     session.flush()
+    record(session, ctx, "user.delete", "user", user_id, diff=diff)
 
 
 def _end_sessions(session: Session, user_id: str) -> None:

@@ -6,7 +6,7 @@ import hmac
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -15,15 +15,20 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from clinicbridge.api.deps import clock_of, db_of
-from clinicbridge.api.problems import validation_errors
 from clinicbridge.core import api_keys, users
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ClinicBridgeError, NotFoundError
+from clinicbridge.core.errors import ClinicBridgeError, NotFoundError, validation_errors
 from clinicbridge.core.rbac import BUILTIN_ROLES
 from clinicbridge.core.roles import list_roles
 from clinicbridge.core.schemas import ApiKeyCreate, UserCreate
-from clinicbridge.core.sessions import end_session, find_login, start_session
+from clinicbridge.core.sessions import (
+    end_session,
+    find_login,
+    record_failed_sign_in,
+    start_session,
+)
 from clinicbridge.core.tenancy import get_tenant
+from clinicbridge.jobs import queue as jobs_queue
 from clinicbridge.web.auth import (
     CSRF_FIELD,
     check_csrf,
@@ -37,6 +42,7 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 router = APIRouter(prefix="/admin", include_in_schema=False)
 LOGIN_CSRF_COOKIE = "cb_login_csrf"
 _PUBLIC = frozenset({"/admin", "/admin/login", "/admin/logout"})
+JobState = Literal["dead", "failed", "pending", "running", "succeeded", "cancelled"]
 
 
 def is_web_path(path: str) -> bool:
@@ -89,9 +95,13 @@ async def login(request: Request) -> Response:
     clinic = str(form.get("clinic", "")).strip()[:63] or None
     settings = request.app.state.settings
     db = db_of(request)
+    now, request_id, ip = clock_of(request).now(), _request_id(request), _ip(request)
     with db.write() as session:
         matches = find_login(session, email, password, clinic)
         if len(matches) != 1:
+            record_failed_sign_in(
+                session, email, clinic, matches, now=now, request_id=request_id, ip=ip
+            )
             message = (
                 "This e-mail belongs to several clinics: enter the clinic's short name too."
                 if len(matches) > 1
@@ -99,9 +109,8 @@ async def login(request: Request) -> Response:
             )
             return _login_page(request, message, 401)
         user = matches[0]
-        token = start_session(
-            session, user, clock_of(request).now(), timedelta(hours=settings.session_ttl_hours)
-        )
+        ttl = timedelta(hours=settings.session_ttl_hours)
+        token = start_session(session, user, now, ttl, request_id=request_id, ip=ip)
         tenant_id = user.tenant_id
     response = RedirectResponse(f"/admin/tenants/{tenant_id}", status_code=303)
     response.set_cookie(
@@ -125,10 +134,24 @@ async def logout(request: Request) -> Response:
         await check_csrf(request, found)
         token = request.cookies.get(cookie_name(settings), "")
         with db_of(request).write() as session:
-            end_session(session, token)
+            end_session(
+                session,
+                token,
+                now=clock_of(request).now(),
+                request_id=_request_id(request),
+                ip=_ip(request),
+            )
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(cookie_name(settings), path="/")
     return response
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def _ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 def _own_tenant(ctx: Ctx, tenant_id: str) -> None:
@@ -266,6 +289,47 @@ async def delete_staff_user(
     except ClinicBridgeError as exc:
         return _render(request, ctx, "_users.html", {"user_error": _form_error(exc)}, exc.status)
     return _render(request, ctx, "_users.html", {})
+
+
+def _jobs_page(
+    request: Request, ctx: Ctx, state: str, extra: dict[str, Any], status: int = 200
+) -> HTMLResponse:
+    with db_of(request).read() as session:
+        found = jobs_queue.list_jobs(session, tenant_id=ctx.tenant_id, state=state, limit=100)
+        data = {**_page_data(request, ctx), "jobs": found.items, "state": state, **extra}
+    name = "_jobs.html" if request.headers.get("hx-request") else "jobs.html"
+    return templates.TemplateResponse(request, name, data, status_code=status)
+
+
+@router.get("/tenants/{tenant_id}/jobs")
+def jobs_page(
+    request: Request,
+    tenant_id: str,
+    ctx: Annotated[Ctx, require_session("jobs:read")],
+    state: JobState = "dead",
+) -> HTMLResponse:
+    _own_tenant(ctx, tenant_id)
+    return _jobs_page(request, ctx, state, {})
+
+
+@router.post("/tenants/{tenant_id}/jobs/{job_id}/retry")
+async def retry_job(
+    request: Request,
+    tenant_id: str,
+    job_id: str,
+    ctx: Annotated[Ctx, require_session("jobs:manage")],
+    state: JobState = "dead",
+) -> HTMLResponse:
+    _own_tenant(ctx, tenant_id)
+    found = signed_in(request)
+    assert found is not None
+    await check_csrf(request, found)
+    try:
+        with db_of(request).write() as session:
+            jobs_queue.retry_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
+    except ClinicBridgeError as exc:
+        return _jobs_page(request, ctx, state, {"job_error": exc.detail}, exc.status)
+    return _jobs_page(request, ctx, state, {"retried": job_id})
 
 
 async def on_login_required(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,10 @@
+"""Imports every module that registers job handlers or periodic tasks.
+
+The API process and every worker import this, so a job enqueued by one is
+understood by all.
+"""
+
+from clinicbridge.integrations import alerts
+from clinicbridge.webhooks import delivery, processing
+
+__all__ = ["alerts", "delivery", "processing"]
