@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 import stripe
+from playwright.sync_api import Browser, Page
 
 from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs.registry import JobContext
@@ -45,7 +46,7 @@ def handler() -> Iterator[FailsOnce]:
     integrations.handlers[("stripe", EVENT_TYPE)].remove(fails_once)
 
 
-def _until(page, check: Callable[[], bool], *, reload: bool, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+def _until(page: Page, check: Callable[[], bool], *, reload: bool, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         assert time.monotonic() < deadline, "the page never showed the expected state"
@@ -55,15 +56,17 @@ def _until(page, check: Callable[[], bool], *, reload: bool, timeout: float = 20
 
 
 def test_connect_test_receive_and_replay(
-    browser,  # type: ignore[no-untyped-def]  # noqa: F811
+    browser: Browser,  # noqa: F811
     live_server: LiveServer,
     clinic: Clinic,
     fake_stripe: str,  # noqa: F811
     handler: FailsOnce,
 ) -> None:
     with httpx.Client(base_url=live_server.url, headers=clinic.headers) as api:
-        created = api.post("/api/v1/users", json={
-            "email": "owner@maple.example.com", "role": "owner", "password": PASSWORD})
+        created = api.post(
+            "/api/v1/users",
+            json={"email": "owner@maple.example.com", "role": "owner", "password": PASSWORD},
+        )
         assert created.status_code == 201
 
     context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
@@ -103,12 +106,23 @@ def test_connect_test_receive_and_replay(
     assert page.evaluate("navigator.clipboard.readText()") == webhook_url
 
     # Stripe delivers an event, signed by Stripe's own SDK.
-    body = json.dumps({"id": "evt_e2e_1", "object": "event", "type": EVENT_TYPE,
-                       "created": int(time.time()), "data": {"object": {"id": "ch_1"}}})
+    body = json.dumps(
+        {
+            "id": "evt_e2e_1",
+            "object": "event",
+            "type": EVENT_TYPE,
+            "created": int(time.time()),
+            "data": {"object": {"id": "ch_1"}},
+        }
+    )
     signature = stripe.WebhookSignature.generate_signature_header(
-        body, WHSEC, timestamp=int(time.time()))
-    delivered = httpx.post(webhook_url, content=body, headers={
-        "Stripe-Signature": str(signature), "Content-Type": "application/json"})
+        body, WHSEC, timestamp=int(time.time())
+    )
+    delivered = httpx.post(
+        webhook_url,
+        content=body,
+        headers={"Stripe-Signature": str(signature), "Content-Type": "application/json"},
+    )
     assert delivered.status_code == 200 and delivered.json()["received"] == 1
 
     # Reload: it is listed; the handler's first run gave up on it.

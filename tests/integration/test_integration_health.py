@@ -27,28 +27,50 @@ STRIPE = {"api_key": "sk_test_51Health000000000000000000000", "webhook_secret": 
 
 
 def _integration(client: TestClient, clinic: Clinic, name: str = "Stripe") -> str:
-    created = client.post("/api/v1/integrations", headers=clinic.headers, json={
-        "connector": "stripe", "name": name, "credentials": STRIPE, "settings": {}})
+    created = client.post(
+        "/api/v1/integrations",
+        headers=clinic.headers,
+        json={"connector": "stripe", "name": name, "credentials": STRIPE, "settings": {}},
+    )
     assert created.status_code == 201, created.text
     return str(created.json()["id"])
 
 
-def _calls(db: Database, tenant_id: str, integration_id: str, at: datetime, *,
-           ms: list[float], failed: int = 0, status: int | None = None) -> None:
+def _calls(
+    db: Database,
+    tenant_id: str,
+    integration_id: str,
+    at: datetime,
+    *,
+    ms: list[float],
+    failed: int = 0,
+    status: int | None = None,
+) -> None:
     """Call-log rows at ``at``; the first ``failed`` of them failed (with ``status``)."""
     with db.write() as session:
         for n, duration in enumerate(ms):
             bad = n < failed
-            session.add(HttpCall(
-                id=new_id("hc"), tenant_id=tenant_id, integration=integration_id,
-                operation="balance.retrieve", method="GET", host="api.stripe.com",
-                status=(status or 503) if bad else 200, duration_ms=duration, success=not bad,
-                error_class="HTTPStatusError" if bad else None, attempt=1,
-                created_at=at + timedelta(microseconds=n)))
+            session.add(
+                HttpCall(
+                    id=new_id("hc"),
+                    tenant_id=tenant_id,
+                    integration=integration_id,
+                    operation="balance.retrieve",
+                    method="GET",
+                    host="api.stripe.com",
+                    status=(status or 503) if bad else 200,
+                    duration_ms=duration,
+                    success=not bad,
+                    error_class="HTTPStatusError" if bad else None,
+                    attempt=1,
+                    created_at=at + timedelta(microseconds=n),
+                )
+            )
 
 
-def _health(db: Database, clinic: Clinic, now: datetime,
-            breakers: BreakerRegistry | None = None) -> dict[str, IntegrationHealth]:
+def _health(
+    db: Database, clinic: Clinic, now: datetime, breakers: BreakerRegistry | None = None
+) -> dict[str, IntegrationHealth]:
     with db.read() as session:
         report = clinic_health(session, clinic.id, now, breakers=breakers or BreakerRegistry())
     return {h.integration_id: h for h in report.integrations}
@@ -68,22 +90,31 @@ def test_error_rate_p95_and_last_times_over_1h_and_24h(
     _calls(db, clinic.id, stripe, now - timedelta(hours=5), ms=[500.0] * 100, failed=50)
     _calls(db, clinic.id, stripe, now - timedelta(days=2), ms=[9999.0], failed=1)
     [health] = client.get("/api/v1/integrations/health", headers=clinic.headers).json()[
-        "integrations"]
+        "integrations"
+    ]
     assert health["integration_id"] == stripe
     assert health["calls_1h"] == {"calls": 100, "failures": 5, "error_rate": 0.05, "p95_ms": 95.0}
-    assert health["calls_24h"] == {"calls": 200, "failures": 55, "error_rate": 0.275,
-                                   "p95_ms": 500.0}
+    assert health["calls_24h"] == {
+        "calls": 200,
+        "failures": 55,
+        "error_rate": 0.275,
+        "p95_ms": 500.0,
+    }
     # The last success is the newest successful row; the last failure is not windowed.
     assert health["last_call_success_at"].startswith(
-        (recent + timedelta(microseconds=99)).isoformat()[:23])
+        (recent + timedelta(microseconds=99)).isoformat()[:23]
+    )
     assert health["last_call_failure_at"].startswith(
-        (recent + timedelta(microseconds=4)).isoformat()[:23])
+        (recent + timedelta(microseconds=4)).isoformat()[:23]
+    )
     assert health["breaker"] == "closed" and health["status"] == "healthy"
 
 
 def test_status_rules(client: TestClient, clinic: Clinic, db: Database, now: datetime) -> None:
-    ids = {name: _integration(client, clinic, name) for name in (
-        "quiet", "flaky", "down", "broken", "refused", "reauth", "off", "webhooks")}
+    ids = {
+        name: _integration(client, clinic, name)
+        for name in ("quiet", "flaky", "down", "broken", "refused", "reauth", "off", "webhooks")
+    }
     _calls(db, clinic.id, ids["flaky"], now - timedelta(minutes=40), ms=[10.0] * 10, failed=2)
     _calls(db, clinic.id, ids["down"], now - timedelta(minutes=5), ms=[10.0] * 3, failed=3)
     _calls(db, clinic.id, ids["refused"], now - timedelta(hours=3), ms=[10.0])
@@ -92,19 +123,42 @@ def test_status_rules(client: TestClient, clinic: Clinic, db: Database, now: dat
     for _ in range(5):
         breakers.get(clinic.id, ids["broken"]).record_failure(now, BreakerPolicy())
     with db.write() as session:
-        session.execute(sa.update(Integration).where(Integration.id == ids["reauth"])
-                        .values(status="needs_reauth"))
-        session.execute(sa.update(Integration).where(Integration.id == ids["off"])
-                        .values(enabled=False, status="disabled"))
-        session.add(WebhookEvent(
-            id=new_id("whe"), tenant_id=clinic.id, integration_id=ids["webhooks"],
-            provider_event_id="evt_dead", type="charge.failed", received_at=now, status="dead",
-            headers={}, payload={}, attempts=3))
+        session.execute(
+            sa.update(Integration)
+            .where(Integration.id == ids["reauth"])
+            .values(status="needs_reauth")
+        )
+        session.execute(
+            sa.update(Integration)
+            .where(Integration.id == ids["off"])
+            .values(enabled=False, status="disabled")
+        )
+        session.add(
+            WebhookEvent(
+                id=new_id("whe"),
+                tenant_id=clinic.id,
+                integration_id=ids["webhooks"],
+                provider_event_id="evt_dead",
+                type="charge.failed",
+                received_at=now,
+                status="dead",
+                headers={},
+                payload={},
+                attempts=3,
+            )
+        )
     health = _health(db, clinic, now, breakers)
     status = {name: health[i].status for name, i in ids.items()}
-    assert status == {"quiet": "healthy", "flaky": "degraded", "down": "down",
-                      "broken": "down", "refused": "needs_reauth", "reauth": "needs_reauth",
-                      "off": "disabled", "webhooks": "degraded"}
+    assert status == {
+        "quiet": "healthy",
+        "flaky": "degraded",
+        "down": "down",
+        "broken": "down",
+        "refused": "needs_reauth",
+        "reauth": "needs_reauth",
+        "off": "disabled",
+        "webhooks": "degraded",
+    }
     assert health[ids["flaky"]].reasons == ["20% of calls failed in the last hour"]
     assert health[ids["broken"]].reasons == ["the circuit breaker is open"]
     assert health[ids["webhooks"]].webhooks.processing_failures_24h == 1
@@ -118,24 +172,37 @@ def endpoint(db: Database, clinic: Clinic, now: datetime) -> str:
     """A clinic system subscribed to integration events (deliveries are only queued)."""
     endpoint_id = new_id("whep")
     with db.write() as session:
-        session.add(WebhookEndpoint(
-            id=endpoint_id, tenant_id=clinic.id, url="https://ops.maple.example.com/hooks",
-            description="", event_types=["integration.*"], secret="unused", enabled=True,
-            created_at=now, updated_at=now))
+        session.add(
+            WebhookEndpoint(
+                id=endpoint_id,
+                tenant_id=clinic.id,
+                url="https://ops.maple.example.com/hooks",
+                description="",
+                event_types=["integration.*"],
+                secret="unused",
+                enabled=True,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     return endpoint_id
 
 
 def _events(db: Database) -> list[tuple[str, str]]:
     with db.read() as session:
-        rows = session.execute(sa.select(WebhookDelivery.event_type, WebhookDelivery.payload)
-                               .order_by(WebhookDelivery.id)).all()
+        rows = session.execute(
+            sa.select(WebhookDelivery.event_type, WebhookDelivery.payload).order_by(
+                WebhookDelivery.id
+            )
+        ).all()
     return [(kind, payload["data"]["alert"]["rule"]) for kind, payload in rows]
 
 
 def _alerts(db: Database, tenant_id: str) -> list[Alert]:
     with db.read() as session:
-        return list(session.scalars(sa.select(Alert).where(Alert.tenant_id == tenant_id)
-                                    .order_by(Alert.id)))
+        return list(
+            session.scalars(sa.select(Alert).where(Alert.tenant_id == tenant_id).order_by(Alert.id))
+        )
 
 
 def test_an_incident_opens_one_alert_and_recovery_resolves_it(
@@ -163,15 +230,19 @@ def test_an_incident_opens_one_alert_and_recovery_resolves_it(
     assert resolved.resolved == [alert.id]
     [alert] = _alerts(db, clinic.id)
     assert alert.status == "resolved" and alert.resolved_at == later + timedelta(minutes=1)
-    assert _events(db) == [("integration.unhealthy", "error_spike"),
-                           ("integration.recovered", "error_spike")]
+    assert _events(db) == [
+        ("integration.unhealthy", "error_spike"),
+        ("integration.recovered", "error_spike"),
+    ]
 
     # A new incident is a new alert.
     _calls(db, clinic.id, stripe, later + timedelta(minutes=70), ms=[10.0] * 30, failed=30)
     reopened = alerts.evaluate_clinic(db, clinic.id, later + timedelta(minutes=71))
     assert len(reopened.opened) == 2  # error_spike and provider_down
     assert {a.rule for a in _alerts(db, clinic.id) if a.status == "open"} == {
-        "error_spike", "provider_down"}
+        "error_spike",
+        "provider_down",
+    }
 
 
 def test_credentials_dead_jobs_and_verification_spike(
@@ -184,15 +255,29 @@ def test_credentials_dead_jobs_and_verification_spike(
         forged = stripe_headers(body, secret="whsec_attacker")
         assert client.post(f"/webhooks/{stripe}", content=body, headers=forged).status_code == 401
     with db.write() as session:
-        session.add(Job(id=new_id("job"), tenant_id=clinic.id, queue="default", kind="x",
-                        payload={}, state="dead", attempts=3, max_attempts=3, run_at=now,
-                        created_at=now, updated_at=now))
+        session.add(
+            Job(
+                id=new_id("job"),
+                tenant_id=clinic.id,
+                queue="default",
+                kind="x",
+                payload={},
+                state="dead",
+                attempts=3,
+                max_attempts=3,
+                run_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
     clock_now = SystemClock().now()
     alerts.evaluate_clinic(db, clinic.id, clock_now)
     opened = {(a.rule, a.subject_type, a.subject_id) for a in _alerts(db, clinic.id)}
-    assert opened == {("credentials_rejected", "integration", stripe),
-                      ("webhook_verification_spike", "integration", stripe),
-                      ("dead_jobs", "tenant", clinic.id)}
+    assert opened == {
+        ("credentials_rejected", "integration", stripe),
+        ("webhook_verification_spike", "integration", stripe),
+        ("dead_jobs", "tenant", clinic.id),
+    }
     with db.write() as session:
         session.execute(sa.update(Job).values(state="succeeded"))
     _calls(db, clinic.id, stripe, clock_now, ms=[10.0])
@@ -214,8 +299,9 @@ def test_disabling_an_integration_resolves_its_alerts(
 def test_the_periodic_task_evaluates_every_clinic(
     client: TestClient, make_clinic: Callable[..., Clinic], db: Database, now: datetime
 ) -> None:
-    assert any(t.kind == alerts.EVALUATE_KIND and t.cron == "* * * * *"
-               for t in registry.periodic_tasks)
+    assert any(
+        t.kind == alerts.EVALUATE_KIND and t.cron == "* * * * *" for t in registry.periodic_tasks
+    )
     maple, birch = make_clinic("Maple"), make_clinic("Birch")
     for clinic in (maple, birch):
         stripe = _integration(client, clinic)

@@ -239,7 +239,9 @@ def classify(row: Integration, h: IntegrationHealth) -> tuple[Status, list[str]]
     if h.breaker == "half_open":
         reasons.append("the circuit breaker is testing the provider")
     if h.webhooks.processing_failures_24h:
-        reasons.append(f"{h.webhooks.processing_failures_24h} inbound events failed in 24 h")
+        reasons.append(
+            f"inbound events failed processing in 24 h: {h.webhooks.processing_failures_24h}"
+        )
     if h.webhooks.verification_failures_15m >= VERIFICATION_SPIKE:
         reasons.append("many webhook signatures failed verification")
     if row.status == "error":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import sqlalchemy as sa
@@ -275,34 +275,20 @@ async def test_connection(
     return _page(request, ctx, "_integration_card.html", extra)
 
 
-async def _set_enabled(
-    request: Request, tenant_id: str, integration_id: str, ctx: Ctx, enabled: bool
+@router.post("/tenants/{tenant_id}/integrations/{integration_id}/{action}")
+async def enable_or_disable(
+    request: Request,
+    tenant_id: str,
+    integration_id: str,
+    action: Literal["enable", "disable"],
+    ctx: Manager,
 ) -> HTMLResponse:
     await _checked(request, ctx, tenant_id)
+    change = IntegrationUpdate(enabled=action == "enable")
     with db_of(request).write() as session:
-        service.update_integration(
-            session,
-            ctx,
-            _vault(request),
-            _registry(request),
-            integration_id,
-            IntegrationUpdate(enabled=enabled),
-        )
+        registry = _registry(request)
+        service.update_integration(session, ctx, _vault(request), registry, integration_id, change)
     return _page(request, ctx, "_integration_card.html", {"only": integration_id})
-
-
-@router.post("/tenants/{tenant_id}/integrations/{integration_id}/enable")
-async def enable(
-    request: Request, tenant_id: str, integration_id: str, ctx: Manager
-) -> HTMLResponse:
-    return await _set_enabled(request, tenant_id, integration_id, ctx, True)
-
-
-@router.post("/tenants/{tenant_id}/integrations/{integration_id}/disable")
-async def disable(
-    request: Request, tenant_id: str, integration_id: str, ctx: Manager
-) -> HTMLResponse:
-    return await _set_enabled(request, tenant_id, integration_id, ctx, False)
 
 
 @router.get("/tenants/{tenant_id}/integrations/{integration_id}/events")
