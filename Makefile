@@ -41,9 +41,18 @@ format: install
 	$(VENV)/bin/ruff format src tests bench
 	$(VENV)/bin/ruff check --fix src tests bench
 
+# Benchmarks print JSON and compare against a baseline measured in the same run.
 bench: install
-	$(PY) bench/http_baseline.py
+	BENCH=1 scripts/install-system-deps.sh
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	$(PY) bench/startup.py
+	$(PY) bench/http_baseline.py
+	$(PY) bench/vault.py
+	$(PY) bench/audit.py
+	$(PY) bench/jobs_sqlite.py
+	scripts/with-postgres.sh $(PY) bench/jobs_postgres.py
+	scripts/with-postgres.sh $(PY) bench/jobs_latency.py
+	$(PY) bench/webhook_ingest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

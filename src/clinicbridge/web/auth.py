@@ -10,7 +10,7 @@ from starlette.datastructures import FormData
 
 from clinicbridge.api.deps import PERMISSION_ATTR, clock_of, db_of
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ClinicBridgeError, PermissionDeniedError
+from clinicbridge.core.errors import ClinicBridgeError, NotFoundError, PermissionDeniedError
 from clinicbridge.core.rbac import PERMISSIONS
 from clinicbridge.core.roles import role_permissions
 from clinicbridge.core.sessions import SignedIn, resolve_session
@@ -92,3 +92,17 @@ def require_session(permission: str) -> Any:
 
     setattr(dependency, PERMISSION_ATTR, permission)
     return Depends(dependency)
+
+
+def own_tenant(ctx: Ctx, tenant_id: str) -> None:
+    """Admin pages name the clinic in the URL; another clinic's is simply not found."""
+    if ctx.tenant_id != tenant_id:
+        raise NotFoundError("No such clinic.")
+
+
+async def checked_form(request: Request, ctx: Ctx, tenant_id: str) -> FormData:
+    """The posted form of a signed-in user of this clinic, after the CSRF check."""
+    own_tenant(ctx, tenant_id)
+    found = signed_in(request)
+    assert found is not None  # require_session ran first
+    return await check_csrf(request, found)

@@ -29,8 +29,8 @@ from clinicbridge.integrations.registry import IntegrationRegistry, integrations
 from clinicbridge.integrations.schemas import IntegrationCreate, IntegrationUpdate
 from clinicbridge.vault.service import Vault
 from clinicbridge.vault.shared import shared_vault
-from clinicbridge.web.auth import CSRF_FIELD, check_csrf, require_session, signed_in
-from clinicbridge.web.routes import _form_error, _own_tenant, templates
+from clinicbridge.web.auth import CSRF_FIELD, checked_form, own_tenant, require_session, signed_in
+from clinicbridge.web.routes import form_error, templates
 from clinicbridge.webhooks.models import WebhookEvent
 from clinicbridge.webhooks.processing import replay
 
@@ -193,23 +193,20 @@ def _page(
 
 
 async def _checked(request: Request, ctx: Ctx, tenant_id: str) -> dict[str, Any]:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    return dict((await check_csrf(request, found)).items())
+    return dict((await checked_form(request, ctx, tenant_id)).items())
 
 
 @router.get("/tenants/{tenant_id}/integrations")
 def integrations_page(
     request: Request, tenant_id: str, ctx: Reader, connect: str | None = None
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
+    own_tenant(ctx, tenant_id)
     return _page(request, ctx, "integrations.html", {"connect": connect})
 
 
 @router.get("/tenants/{tenant_id}/integrations/connect/{connector}")
 def connect_form(request: Request, tenant_id: str, connector: str, ctx: Manager) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
+    own_tenant(ctx, tenant_id)
     if _registry(request).connector(connector) is None:
         raise NotFoundError("No such connector.")
     return _page(request, ctx, "_integration_connect.html", {"connect": connector})
@@ -245,7 +242,7 @@ async def connect(request: Request, tenant_id: str, ctx: Manager) -> HTMLRespons
         # Settings are refilled; credentials never are.
         error = {
             "connect": key,
-            "connect_error": _form_error(exc),
+            "connect_error": form_error(exc),
             "typed": settings,
             "typed_name": str(form.get("name", ""))[:200],
         }
@@ -293,7 +290,7 @@ async def enable_or_disable(
 
 @router.get("/tenants/{tenant_id}/integrations/{integration_id}/events")
 def events(request: Request, tenant_id: str, integration_id: str, ctx: HookReader) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
+    own_tenant(ctx, tenant_id)
     return _page(request, ctx, "_integration_events.html", {"only": integration_id})
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from clinicbridge.api.deps import clock_of, db_of
 from clinicbridge.core import api_keys, users
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ClinicBridgeError, NotFoundError, validation_errors
+from clinicbridge.core.errors import ClinicBridgeError, validation_errors
 from clinicbridge.core.rbac import BUILTIN_ROLES
 from clinicbridge.core.roles import list_roles
 from clinicbridge.core.schemas import ApiKeyCreate, UserCreate
@@ -32,7 +32,9 @@ from clinicbridge.jobs import queue as jobs_queue
 from clinicbridge.web.auth import (
     CSRF_FIELD,
     check_csrf,
+    checked_form,
     cookie_name,
+    own_tenant,
     require_session,
     signed_in,
 )
@@ -154,11 +156,6 @@ def _ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _own_tenant(ctx: Ctx, tenant_id: str) -> None:
-    if ctx.tenant_id != tenant_id:
-        raise NotFoundError("No such clinic.")
-
-
 def _page_data(request: Request, ctx: Ctx) -> dict[str, Any]:
     found = signed_in(request)
     assert found is not None
@@ -196,7 +193,7 @@ def _render(
     return templates.TemplateResponse(request, name, data, status_code=status)
 
 
-def _form_error(exc: Exception) -> str:
+def form_error(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{e.field}: {e.message}" for e in validation_errors(exc.errors()))
     assert isinstance(exc, ClinicBridgeError)
@@ -207,7 +204,7 @@ def _form_error(exc: Exception) -> str:
 def tenant_page(
     request: Request, tenant_id: str, ctx: Annotated[Ctx, require_session("tenant:read")]
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
+    own_tenant(ctx, tenant_id)
     return templates.TemplateResponse(request, "tenant.html", _page_data(request, ctx))
 
 
@@ -215,17 +212,14 @@ def tenant_page(
 async def create_api_key(
     request: Request, tenant_id: str, ctx: Annotated[Ctx, require_session("api_keys:write")]
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    form = await check_csrf(request, found)
+    form = await checked_form(request, ctx, tenant_id)
     try:
         data = ApiKeyCreate(name=str(form.get("name", "")), role=str(form.get("role", "")))
         with db_of(request).write() as session:
             key, raw = api_keys.create_key(session, ctx, data)
             name = key.name
     except (ValidationError, ClinicBridgeError) as exc:
-        return _render(request, ctx, "_api_keys.html", {"key_error": _form_error(exc)}, 422)
+        return _render(request, ctx, "_api_keys.html", {"key_error": form_error(exc)}, 422)
     return _render(request, ctx, "_api_keys.html", {"new_key": raw, "new_key_name": name})
 
 
@@ -236,15 +230,12 @@ async def revoke_api_key(
     key_id: str,
     ctx: Annotated[Ctx, require_session("api_keys:write")],
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    await check_csrf(request, found)
+    await checked_form(request, ctx, tenant_id)
     try:
         with db_of(request).write() as session:
             api_keys.revoke_key(session, ctx, key_id)
     except ClinicBridgeError as exc:
-        return _render(request, ctx, "_api_keys.html", {"key_error": _form_error(exc)}, exc.status)
+        return _render(request, ctx, "_api_keys.html", {"key_error": form_error(exc)}, exc.status)
     return _render(request, ctx, "_api_keys.html", {})
 
 
@@ -252,10 +243,7 @@ async def revoke_api_key(
 async def create_staff_user(
     request: Request, tenant_id: str, ctx: Annotated[Ctx, require_session("users:write")]
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    form = await check_csrf(request, found)
+    form = await checked_form(request, ctx, tenant_id)
     try:
         data = UserCreate(
             email=str(form.get("email", "")),
@@ -266,7 +254,7 @@ async def create_staff_user(
             user, password = users.create_user(session, ctx, data)
             email = user.email
     except (ValidationError, ClinicBridgeError) as exc:
-        return _render(request, ctx, "_users.html", {"user_error": _form_error(exc)}, 422)
+        return _render(request, ctx, "_users.html", {"user_error": form_error(exc)}, 422)
     return _render(
         request, ctx, "_users.html", {"new_user_email": email, "new_user_password": password}
     )
@@ -279,15 +267,12 @@ async def delete_staff_user(
     user_id: str,
     ctx: Annotated[Ctx, require_session("users:write")],
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    await check_csrf(request, found)
+    await checked_form(request, ctx, tenant_id)
     try:
         with db_of(request).write() as session:
             users.delete_user(session, ctx, user_id)
     except ClinicBridgeError as exc:
-        return _render(request, ctx, "_users.html", {"user_error": _form_error(exc)}, exc.status)
+        return _render(request, ctx, "_users.html", {"user_error": form_error(exc)}, exc.status)
     return _render(request, ctx, "_users.html", {})
 
 
@@ -308,7 +293,7 @@ def jobs_page(
     ctx: Annotated[Ctx, require_session("jobs:read")],
     state: JobState = "dead",
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
+    own_tenant(ctx, tenant_id)
     return _jobs_page(request, ctx, state, {})
 
 
@@ -320,10 +305,7 @@ async def retry_job(
     ctx: Annotated[Ctx, require_session("jobs:manage")],
     state: JobState = "dead",
 ) -> HTMLResponse:
-    _own_tenant(ctx, tenant_id)
-    found = signed_in(request)
-    assert found is not None
-    await check_csrf(request, found)
+    await checked_form(request, ctx, tenant_id)
     try:
         with db_of(request).write() as session:
             jobs_queue.retry_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
