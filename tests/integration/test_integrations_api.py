@@ -23,9 +23,11 @@ WHSEC = "whsec_fakeSecretForTests0123456789"
 class FakeStripe(BaseHTTPRequestHandler):
     """Answers GET /v1/balance like Stripe: 200 for the right key, 401 otherwise."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         ok = self.path == "/v1/balance" and self.headers["Authorization"] == f"Bearer {STRIPE_KEY}"
-        body = json.dumps({"object": "balance"} if ok else {"error": {"type": "invalid_request_error"}})
+        body = json.dumps(
+            {"object": "balance"} if ok else {"error": {"type": "invalid_request_error"}}
+        )
         self.send_response(200 if ok else 401)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
@@ -46,9 +48,12 @@ def fake_stripe() -> Iterator[str]:
 
 
 def _create(client: TestClient, clinic: Clinic, **overrides: object):  # type: ignore[no-untyped-def]
-    body = {"connector": "stripe", "name": "Stripe (front desk)",
-            "credentials": {"api_key": STRIPE_KEY, "webhook_secret": WHSEC},
-            "settings": {"currency": "cad"}}
+    body = {
+        "connector": "stripe",
+        "name": "Stripe (front desk)",
+        "credentials": {"api_key": STRIPE_KEY, "webhook_secret": WHSEC},
+        "settings": {"currency": "cad"},
+    }
     body.update(overrides)
     return client.post("/api/v1/integrations", headers=clinic.headers, json=body)
 
@@ -56,11 +61,23 @@ def _create(client: TestClient, clinic: Clinic, **overrides: object):  # type: i
 def test_catalog_lists_every_connector_with_schemas(client: TestClient, clinic: Clinic) -> None:
     data = client.get("/api/v1/connectors", headers=clinic.headers).json()["data"]
     keys = {c["key"] for c in data}
-    assert keys >= {"stripe", "twilio", "sendgrid", "resend", "mailgun", "docusign", "zoom",
-                    "vapi", "generic_hmac", "standard_webhooks"}
+    assert keys >= {
+        "stripe",
+        "twilio",
+        "sendgrid",
+        "resend",
+        "mailgun",
+        "docusign",
+        "zoom",
+        "vapi",
+        "generic_hmac",
+        "standard_webhooks",
+    }
     stripe = next(c for c in data if c["key"] == "stripe")
     assert set(stripe["credentials_schema"]["properties"]) == {"api_key", "webhook_secret"}
-    assert stripe["settings_schema"]["properties"]["api_base"]["default"] == "https://api.stripe.com/"
+    assert (
+        stripe["settings_schema"]["properties"]["api_base"]["default"] == "https://api.stripe.com/"
+    )
 
 
 def test_create_answers_the_contract_and_hides_credentials(
@@ -98,8 +115,13 @@ def test_bad_input_names_the_field(client: TestClient, clinic: Clinic) -> None:
     assert extra.json()["errors"][0]["field"] == "credentials.password"
     bad_setting = _create(client, clinic, settings={"api_base": "not a url"})
     assert bad_setting.json()["errors"][0]["field"] == "settings.api_base"
-    twilio = _create(client, clinic, connector="twilio", credentials={
-        "account_sid": "AC" + "0" * 32, "auth_token": "t0k3n"}, settings={})
+    twilio = _create(
+        client,
+        clinic,
+        connector="twilio",
+        credentials={"account_sid": "AC" + "0" * 32, "auth_token": "t0k3n"},
+        settings={},
+    )
     assert twilio.status_code == 422 and "from_number" in twilio.text
 
 
@@ -119,13 +141,21 @@ def test_update_disable_delete_and_isolation(
     integration = _create(client, maple).json()
     path = f"/api/v1/integrations/{integration['id']}"
     for method in ("GET", "PATCH", "DELETE"):
-        other = client.request(method, path, headers=birch.headers,
-                               json={"name": "x"} if method == "PATCH" else None)
+        other = client.request(
+            method, path, headers=birch.headers, json={"name": "x"} if method == "PATCH" else None
+        )
         assert other.status_code == 404
     assert client.get("/api/v1/integrations", headers=birch.headers).json()["data"] == []
-    patched = client.patch(path, headers=maple.headers, json={
-        "name": "Stripe", "enabled": False, "settings": {"currency": "usd"},
-        "credentials": {"api_key": "sk_live_51Other0000000000000000000000wxyz"}})
+    patched = client.patch(
+        path,
+        headers=maple.headers,
+        json={
+            "name": "Stripe",
+            "enabled": False,
+            "settings": {"currency": "usd"},
+            "credentials": {"api_key": "sk_live_51Other0000000000000000000000wxyz"},
+        },
+    )
     assert patched.status_code == 200, patched.text
     out = patched.json()
     assert (out["name"], out["enabled"], out["status"]) == ("Stripe", False, "disabled")
@@ -150,8 +180,12 @@ def test_test_connection_calls_the_provider_and_records_the_result(
     shown = client.get(f"/api/v1/integrations/{good['id']}", headers=clinic.headers).json()
     assert shown["last_test"]["ok"] is True and shown["status"] == "active"
 
-    bad = _create(client, clinic, settings={"api_base": fake_stripe},
-                  credentials={"api_key": "sk_test_51Wrong000000000000000000000000"}).json()
+    bad = _create(
+        client,
+        clinic,
+        settings={"api_base": fake_stripe},
+        credentials={"api_key": "sk_test_51Wrong000000000000000000000000"},
+    ).json()
     refused = client.post(f"/api/v1/integrations/{bad['id']}/test", headers=clinic.headers).json()
     assert refused["ok"] is False and refused["status"] == "needs_reauth"
     assert "refused the credentials (401)" in refused["message"]
@@ -161,11 +195,16 @@ def test_rotate_webhook_secret(client: TestClient, clinic: Clinic) -> None:
     stripe = _create(client, clinic).json()
     path = f"/api/v1/integrations/{stripe['id']}/rotate-webhook-secret"
     needs_new = client.post(path, headers=clinic.headers, json={})
-    assert needs_new.status_code == 422 and needs_new.json()["errors"][0]["field"] == "webhook_secret"
-    rotated = client.post(path, headers=clinic.headers, json={"webhook_secret": "whsec_new0123456789"})
+    assert (
+        needs_new.status_code == 422 and needs_new.json()["errors"][0]["field"] == "webhook_secret"
+    )
+    rotated = client.post(
+        path, headers=clinic.headers, json={"webhook_secret": "whsec_new0123456789"}
+    )
     assert rotated.status_code == 200 and rotated.json()["webhook_secret"] is None
     assert rotated.json()["previous_valid_until"] is not None
     generic = _create(client, clinic, connector="generic_hmac", credentials={}, settings={}).json()
-    generated = client.post(f"/api/v1/integrations/{generic['id']}/rotate-webhook-secret",
-                            headers=clinic.headers).json()
+    generated = client.post(
+        f"/api/v1/integrations/{generic['id']}/rotate-webhook-secret", headers=clinic.headers
+    ).json()
     assert generated["webhook_secret"].startswith("whsec_")

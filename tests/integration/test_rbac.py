@@ -28,14 +28,14 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         permission = route_permission(route)
         public = route.path in PUBLIC_PATHS or is_web_path(route.path)
         assert (permission in PERMISSIONS) != public, route.path
-    assert PUBLIC_PATHS == {
+    assert {
         "/healthz",
         "/readyz",
         "/metrics",
         "/openapi.json",
         "/docs",
         "/webhooks/{integration_id}",
-    }
+    } == PUBLIC_PATHS
 
 
 def test_a_route_without_permission_is_refused(app: FastAPI) -> None:

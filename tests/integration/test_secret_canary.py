@@ -77,18 +77,30 @@ def test_canary_never_surfaces(
     assert CANARY not in json.dumps(sealed)
 
     def failing_provider(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(502, json={"error": "upstream down", "echo": request.headers["authorization"]})
+        return httpx.Response(
+            502, json={"error": "upstream down", "echo": request.headers["authorization"]}
+        )
 
     def charge(job: JobContext) -> None:
         token = vault.open(clinic.id, INTEGRATION, sealed)["api_key"]
-        logging.getLogger("clinicbridge.test").warning("calling the provider with %s", token.reveal())
+        logging.getLogger("clinicbridge.test").warning(
+            "calling the provider with %s", token.reveal()
+        )
         with OutboundClient(
-            job.db, tenant_id=clinic.id, integration=INTEGRATION, base_url="https://pay.example.com",
+            job.db,
+            tenant_id=clinic.id,
+            integration=INTEGRATION,
+            base_url="https://pay.example.com",
             headers={"Authorization": f"Bearer {token.reveal()}"},
-            transport=httpx.MockTransport(failing_provider), sleep=lambda _s: None,
+            transport=httpx.MockTransport(failing_provider),
+            sleep=lambda _s: None,
         ) as http:
-            http.post(f"/v1/charges?key={token.reveal()}", operation="charges.create",
-                      json={"key": token.reveal()}, idempotency_key=job.job_id)
+            http.post(
+                f"/v1/charges?key={token.reveal()}",
+                operation="charges.create",
+                json={"key": token.reveal()},
+                idempotency_key=job.job_id,
+            )
 
     jobs = JobRegistry()
     jobs.register("canary.charge", charge)
@@ -96,8 +108,9 @@ def test_canary_never_surfaces(
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     with db.write() as session:
-        job_id = q.enqueue(session, "canary.charge", now=SystemClock().now(), tenant_id=clinic.id,
-                           max_attempts=1).id
+        job_id = q.enqueue(
+            session, "canary.charge", now=SystemClock().now(), tenant_id=clinic.id, max_attempts=1
+        ).id
     deadline = time.monotonic() + 15
     while True:
         with db.read() as session:
@@ -116,16 +129,31 @@ def test_canary_never_surfaces(
         client.get(f"/api/v1/jobs/{job_id}", headers=clinic.headers).text,
         client.get("/api/v1/jobs?state=dead", headers=clinic.headers).text,
         client.get("/api/v1/audit-events", headers=clinic.headers).text,
-        client.post("/api/v1/api-keys", headers=clinic.headers, json={"name": 7, "role": CANARY}).text,
+        client.post(
+            "/api/v1/api-keys", headers=clinic.headers, json={"name": 7, "role": CANARY}
+        ).text,
         client.get("/api/v1/tenant", headers={"Authorization": f"Bearer {CANARY}"}).text,
     ]
     # The CLI, as an operator would run it.
-    env = {**os.environ, "CLINICBRIDGE_DATABASE_URL": database_url,
-           "CLINICBRIDGE_MASTER_KEY_FILE": str(settings.master_key_file)}
-    for args in (["jobs", "show", job_id], ["jobs", "list"], ["vault", "status"],
-                 ["audit", "export", "--since", "2000-01-01T00:00:00Z", "--format", "jsonl"]):
-        result = subprocess.run([sys.executable, "-m", "clinicbridge.cli", *args], env=env,
-                                capture_output=True, text=True, timeout=60, check=False)
+    env = {
+        **os.environ,
+        "CLINICBRIDGE_DATABASE_URL": database_url,
+        "CLINICBRIDGE_MASTER_KEY_FILE": str(settings.master_key_file),
+    }
+    for args in (
+        ["jobs", "show", job_id],
+        ["jobs", "list"],
+        ["vault", "status"],
+        ["audit", "export", "--since", "2000-01-01T00:00:00Z", "--format", "jsonl"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "clinicbridge.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert result.returncode == 0, (args, result.stderr)
         bodies += [result.stdout, result.stderr]
 
