@@ -78,6 +78,16 @@ def test_status_and_rotation(
     resumed = run(["vault", "rotate-master-key", "--resume"], env)
     assert resumed.returncode == 0 and json.loads(resumed.stdout)["rewrapped"] == 0
     assert json.loads(run(["vault", "status"], env).stdout)["master_versions"] == [1, 2]
+    # Both operations are platform audit events.
+    import sqlalchemy as sa
+
+    from clinicbridge.audit.models import AuditEvent
+
+    with db.read() as session:
+        actions = session.scalars(
+            sa.select(AuditEvent.action).where(AuditEvent.tenant_id == "").order_by(AuditEvent.seq)
+        ).all()
+    assert actions == ["vault.rotate_master_key", "vault.rewrap"]
 
 
 def test_missing_key_file_is_an_error_not_a_new_key(env: dict[str, str]) -> None:

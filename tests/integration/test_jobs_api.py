@@ -71,3 +71,14 @@ def test_job_metrics(client: TestClient, clinic: Clinic, db: Database) -> None:
     _dead_job(db, clinic.id)
     text = client.get("/metrics").text
     assert 'clinicbridge_jobs{kind="reminder.send",state="dead"} 1.0' in text
+
+
+def test_retry_and_cancel_are_audited(client: TestClient, clinic: Clinic, db: Database) -> None:
+    dead = _dead_job(db, clinic.id)
+    client.post(f"/api/v1/jobs/{dead}/retry", headers=clinic.headers)
+    client.post(f"/api/v1/jobs/{dead}/cancel", headers=clinic.headers)
+    events = client.get("/api/v1/audit-events?resource_type=job", headers=clinic.headers).json()
+    assert [(e["action"], e["resource_id"]) for e in events["data"]] == [
+        ("job.retry", dead),
+        ("job.cancel", dead),
+    ]

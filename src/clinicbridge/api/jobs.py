@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from clinicbridge.api.deps import DB, Paging, require
 from clinicbridge.api.idempotency import IdempotentRoute
 from clinicbridge.api.schemas import ListOut
+from clinicbridge.audit import record
 from clinicbridge.core.context import Ctx
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.schemas import JobOut
@@ -54,6 +55,7 @@ def retry_job(job_id: str, db: DB, ctx: Manager) -> JobOut:
     """Run a dead, failed or cancelled job again now, with a fresh attempt budget."""
     with db.write() as session:
         job = queue.retry_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
+        record(session, ctx, "job.retry", "job", job.id, diff={"kind": job.kind})
         return JobOut.model_validate(job)
 
 
@@ -61,4 +63,5 @@ def retry_job(job_id: str, db: DB, ctx: Manager) -> JobOut:
 def cancel_job(job_id: str, db: DB, ctx: Manager) -> JobOut:
     with db.write() as session:
         job = queue.cancel_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
+        record(session, ctx, "job.cancel", "job", job.id, diff={"kind": job.kind})
         return JobOut.model_validate(job)

@@ -50,6 +50,21 @@ def job_json(job: Job, *, full: bool = False) -> dict[str, Any]:
     return data
 
 
+def _audit(
+    session: Any,
+    tenant_id: str | None,
+    action: str,
+    job_id: str | None,
+    now: Any,
+    diff: dict[str, Any],
+) -> None:
+    from clinicbridge.audit import PLATFORM, record_system
+
+    record_system(
+        session, tenant_id or PLATFORM, action, "job", job_id, now=now, actor_id="cli", diff=diff
+    )
+
+
 @jobs_app.command("list")
 def list_command(
     state: Annotated[str | None, typer.Option(help="pending, running, failed, dead, ...")] = None,
@@ -101,9 +116,20 @@ def retry_command(
     try:
         with db.write() as session:
             if job_id is not None:
-                common.print_json(job_json(retry_job(session, job_id, now)))
+                job = retry_job(session, job_id, now)
+                _audit(session, job.tenant_id, "job.retry", job.id, now, {"kind": job.kind})
+                common.print_json(job_json(job))
             else:
-                common.print_json({"retried": retry_dead(session, now, kind=kind)})
+                retried = retry_dead(session, now, kind=kind)
+                _audit(
+                    session,
+                    None,
+                    "job.retry_all_dead",
+                    None,
+                    now,
+                    {"kind": kind, "retried": retried},
+                )
+                common.print_json({"retried": retried})
     except ClinicBridgeError as exc:
         common.fail(exc.detail, 1)
 
@@ -118,7 +144,10 @@ def cancel_command(job_id: Annotated[str, typer.Argument(help="Job id (job_...).
     db = common.open_database(common.settings_or_exit())
     try:
         with db.write() as session:
-            common.print_json(job_json(cancel_job(session, job_id, SystemClock().now())))
+            now = SystemClock().now()
+            job = cancel_job(session, job_id, now)
+            _audit(session, job.tenant_id, "job.cancel", job.id, now, {"kind": job.kind})
+            common.print_json(job_json(job))
     except ClinicBridgeError as exc:
         common.fail(exc.detail, 1)
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from clinicbridge import cli_common as common
 
 if TYPE_CHECKING:
+    from clinicbridge.db.engine import Database
     from clinicbridge.vault.service import Vault
 
 vault_app = typer.Typer(help="Encrypted credentials: master key ring.", no_args_is_help=True)
 
 
 def _vault() -> Vault:
+    return _open()[0]
+
+
+def _open() -> tuple[Vault, Database]:
     from clinicbridge.settings import SettingsError
     from clinicbridge.vault.keyring import KeyRing
     from clinicbridge.vault.service import Vault
@@ -27,7 +32,7 @@ def _vault() -> Vault:
         common.fail(str(exc))
     db = common.open_database(settings)
     common.require_current_schema(db)
-    return Vault(db, keyring)
+    return Vault(db, keyring), db
 
 
 @vault_app.command("status")
@@ -79,7 +84,7 @@ def rotate_master_key(
     """
     from clinicbridge.settings import SettingsError
 
-    vault = _vault()
+    vault, db = _open()
     try:
         if resume:
             result = vault.rewrap(batch_size=batch_size)
@@ -87,6 +92,7 @@ def rotate_master_key(
             result = vault.rotate_master_key(batch_size=batch_size)
     except SettingsError as exc:
         common.fail(str(exc))
+    _audit_rotation(db, result.to_dict(), resumed=resume)
     common.print_json(result.to_dict())
     typer.echo(
         f"master key v{result.master_version} is active; re-wrapped {result.rewrapped} "
@@ -95,3 +101,24 @@ def rotate_master_key(
     )
     if result.failed:
         raise typer.Exit(1)
+
+
+def _audit_rotation(db: Database, summary: dict[str, Any], *, resumed: bool) -> None:
+    """A platform audit event: which master key version is active now, and how it went."""
+    from clinicbridge.audit import PLATFORM, record_system
+    from clinicbridge.core.clock import SystemClock
+
+    action = "vault.rewrap" if resumed else "vault.rotate_master_key"
+    failed = bool(summary.get("failed"))
+    with db.write() as session:
+        record_system(
+            session,
+            PLATFORM,
+            action,
+            "master_key",
+            str(summary.get("master_version")),
+            now=SystemClock().now(),
+            actor_id="cli",
+            outcome="failure" if failed else "success",
+            diff={k: v for k, v in summary.items() if k != "failed"},
+        )

@@ -15,6 +15,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from clinicbridge.api.deps import clock_of, db_of
+from clinicbridge.audit import record
 from clinicbridge.core import api_keys, users
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ClinicBridgeError, validation_errors
@@ -308,7 +309,8 @@ async def retry_job(
     await checked_form(request, ctx, tenant_id)
     try:
         with db_of(request).write() as session:
-            jobs_queue.retry_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
+            job = jobs_queue.retry_job(session, job_id, ctx.now, tenant_id=ctx.tenant_id)
+            record(session, ctx, "job.retry", "job", job.id, diff={"kind": job.kind})
     except ClinicBridgeError as exc:
         return _jobs_page(request, ctx, state, {"job_error": exc.detail}, exc.status)
     return _jobs_page(request, ctx, state, {"retried": job_id})
