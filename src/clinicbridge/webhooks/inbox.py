@@ -214,7 +214,10 @@ def receive_batch(
 
 
 def _endpoint(
-    row: sa.Row[Any] | None, vault: Vault, registry: IntegrationRegistry, now: datetime
+    row: sa.Row[*tuple[Any, ...]] | None,
+    vault: Vault,
+    registry: IntegrationRegistry,
+    now: datetime,
 ) -> _Endpoint | None:
     connector = registry.connector(row.connector) if row is not None else None
     if row is None or not row.enabled or connector is None or connector.verifier is None:
