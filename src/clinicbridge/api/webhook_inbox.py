@@ -83,7 +83,7 @@ async def receive_webhook(integration_id: str, request: Request) -> Response:
     arrival = Arrival(integration_id, webhook, source_ip, clock_of(request).now())
     future = _committer(request).submit(arrival)
     try:
-        # asyncio's own timeout: a third of the cost of anyio's cancel scope, on a hot path
+        # asyncio's own timeout: half the cost of anyio's cancel scope, on a hot path
         async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):  # cancels it if not yet begun
             result = await asyncio.wrap_future(future)
     except WebhookVerificationError as exc:
