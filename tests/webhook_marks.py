@@ -1,6 +1,8 @@
 """The durability test's handler for Stripe ``payment_intent.succeeded`` events.
 
-The server subprocess loads it through tests/webhook_serve.py. Each run is
+Only the server subprocess registers it (tests/webhook_serve.py calls
+``register``): importing this module changes nothing, so the test process's own
+registry, shared with every other test, stays clean. Each run is
 counted in ``webhook_runs`` (committed before the work, so a run cut short by a
 kill still counts); the work itself, a row in ``webhook_marks`` keyed by the
 provider's event id, is idempotent as every handler must be.
@@ -29,7 +31,10 @@ def create_tables(engine: sa.Engine) -> None:
         )
 
 
-@integrations.on("stripe", "payment_intent.succeeded")
+def register() -> None:
+    integrations.on("stripe", "payment_intent.succeeded")(mark)
+
+
 def mark(event: StoredEvent, job: JobContext) -> None:
     with job.db.write() as session:
         session.execute(

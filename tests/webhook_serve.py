@@ -13,11 +13,12 @@ from datetime import timedelta
 from functools import partial
 
 import clinicbridge.app
-import tests.webhook_marks  # noqa: F401  (registers the handler)
 from clinicbridge.cli import main
 from clinicbridge.jobs.worker import WorkerConfig
+from tests.webhook_marks import register
 
 if __name__ == "__main__":
+    register()
     lease = timedelta(seconds=float(os.environ.get("CLINICBRIDGE_TEST_LEASE_SECONDS", "3")))
     clinicbridge.app.WorkerConfig = partial(WorkerConfig, lease=lease)  # type: ignore[misc]
     main()
