@@ -35,6 +35,7 @@ class TenantOut(Output):
     timezone: str
     default_language: str
     currency: str
+    webhook_body_retention_days: int
     created_at: datetime
     updated_at: datetime
 
@@ -44,6 +45,8 @@ class TenantUpdate(Input):
     timezone: TimeZone | None = None
     default_language: Language | None = None
     currency: Currency | None = None
+    # How long raw bodies of inbound webhooks are kept (the events themselves stay).
+    webhook_body_retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 
 
 class UserCreate(Input):
