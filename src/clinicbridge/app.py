@@ -18,7 +18,7 @@ from clinicbridge.api.problems import install_problem_handlers
 from clinicbridge.core.clock import Clock, SystemClock
 from clinicbridge.core.idempotency import ResponseCipher
 from clinicbridge.core.metrics import Metrics
-from clinicbridge.db.engine import Database, create_database
+from clinicbridge.db.engine import Database, WalCheckpointer, create_database
 from clinicbridge.db.migrate import head_revision
 from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
@@ -48,6 +48,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        checkpointer = WalCheckpointer(database)
+        checkpointer.start()
         worker = None
         if embedded_worker:
             config = WorkerConfig(heartbeat_seconds=settings.worker_heartbeat_seconds)
@@ -60,6 +62,7 @@ def create_app(
         finally:
             if worker is not None:
                 worker.stop()
+            checkpointer.stop()
             if db is None:
                 database.dispose()
 

@@ -104,6 +104,7 @@ def worker(
     from clinicbridge.core.clock import SystemClock
     from clinicbridge.core.logs import configure_logging
     from clinicbridge.core.metrics import Metrics
+    from clinicbridge.db.engine import WalCheckpointer
     from clinicbridge.jobs.worker import Worker, WorkerConfig
 
     # Signals go to one waiting thread (see below): block them before any thread starts.
@@ -130,6 +131,8 @@ def worker(
     the_worker = Worker(db, SystemClock(), config=config, metrics=metrics, settings=settings)
     # The worker runs in a thread and another thread waits for SIGTERM/SIGINT: a
     # Python signal handler calling stop() could deadlock on a lock the loop holds.
+    checkpointer = WalCheckpointer(db)
+    checkpointer.start()
     thread = threading.Thread(target=the_worker.run, name="clinicbridge-worker")
     thread.start()
 
@@ -139,6 +142,7 @@ def worker(
 
     threading.Thread(target=stop_on_signal, daemon=True).start()
     thread.join()
+    checkpointer.stop()
 
 
 @db_app.command("upgrade")

@@ -34,3 +34,33 @@ def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path) -> N
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     db.dispose()
+
+
+def test_wal_is_checkpointed_off_the_commit_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    import sqlalchemy as sa
+
+    from clinicbridge.db.engine import SQLITE_AUTOCHECKPOINT_PAGES, WalCheckpointer
+
+    db = create_database(f"sqlite:///{tmp_path / 'wal.db'}")
+    with db.engine.connect() as conn:
+        auto = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert auto == SQLITE_AUTOCHECKPOINT_PAGES
+    with db.write() as session:
+        session.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+    for _ in range(50):
+        with db.write() as session:
+            session.execute(sa.text("INSERT INTO notes (body) VALUES (:b)"), {"b": "x" * 4000})
+    checkpointer = WalCheckpointer(db, every=0.05)
+    checkpointer.start()
+    try:
+        deadline = time.monotonic() + 5
+        while checkpointer.last is None or checkpointer.last[1] == 0:
+            assert time.monotonic() < deadline, checkpointer.last
+            time.sleep(0.02)
+    finally:
+        checkpointer.stop()
+    busy, frames, done = checkpointer.last
+    assert busy == 0 and frames > 0 and done == frames  # the WAL was copied back
+    db.dispose()
