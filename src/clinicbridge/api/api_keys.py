@@ -24,11 +24,7 @@ def list_keys(db: DB, ctx: Reader, page: Paging) -> ListOut[ApiKeyOut]:
         result = api_keys.list_keys(
             session, ctx, limit=page.limit, starting_after=page.starting_after
         )
-        return ListOut(
-            data=[ApiKeyOut.model_validate(k) for k in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, ApiKeyOut.model_validate)
 
 
 @router.post("", status_code=201, response_model=ApiKeyCreated)

@@ -36,11 +36,7 @@ def _filters(
 
 
 def _out(page: Page[AuditEvent]) -> ListOut[AuditEventOut]:
-    return ListOut(
-        data=[AuditEventOut.model_validate(e) for e in page.items],
-        has_more=page.has_more,
-        next_cursor=page.next_cursor,
-    )
+    return ListOut.of(page, AuditEventOut.model_validate)
 
 
 @router.get("/audit-events", response_model=ListOut[AuditEventOut])

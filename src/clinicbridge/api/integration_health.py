@@ -63,8 +63,4 @@ def list_alerts(
         stmt = stmt.where(Alert.subject_id == subject_id)
     with db.read() as session:
         result = paginate(session, stmt, Alert.id, page.limit, page.starting_after)
-        return ListOut(
-            data=[AlertOut.model_validate(a) for a in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, AlertOut.model_validate)

@@ -59,11 +59,7 @@ def list_integrations(
         result = service.list_integrations(
             session, ctx, limit=page.limit, starting_after=page.starting_after
         )
-        return ListOut(
-            data=[_out(request, r) for r in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, lambda r: _out(request, r))
 
 
 @router.post("/integrations", status_code=201, response_model=IntegrationCreated)

@@ -37,11 +37,7 @@ def list_jobs(
             limit=page.limit,
             starting_after=page.starting_after,
         )
-        return ListOut(
-            data=[JobOut.model_validate(j) for j in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, JobOut.model_validate)
 
 
 @router.get("/{job_id}", response_model=JobOut)

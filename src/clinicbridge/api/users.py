@@ -24,11 +24,7 @@ def list_users(db: DB, ctx: Reader, page: Paging) -> ListOut[UserOut]:
         result = users.list_users(
             session, ctx, limit=page.limit, starting_after=page.starting_after
         )
-        return ListOut(
-            data=[UserOut.model_validate(u) for u in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, UserOut.model_validate)
 
 
 @router.post("", status_code=201, response_model=UserCreated)

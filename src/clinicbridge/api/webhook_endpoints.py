@@ -46,11 +46,7 @@ def list_endpoints(db: DB, ctx: Reader, page: Paging) -> ListOut[EndpointOut]:
         result = endpoints.list_endpoints(
             session, ctx, limit=page.limit, starting_after=page.starting_after
         )
-        return ListOut(
-            data=[EndpointOut.model_validate(e) for e in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, EndpointOut.model_validate)
 
 
 @router.post(ENDPOINTS, status_code=201, response_model=EndpointCreated)
@@ -115,11 +111,7 @@ def list_deliveries(
             starting_after=page.starting_after,
         )
         attempts = outbound.attempts_of(session, [d.id for d in result.items])
-        return ListOut(
-            data=[_delivery_out(d, attempts[d.id]) for d in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, lambda d: _delivery_out(d, attempts[d.id]))
 
 
 @router.get("/webhook-deliveries/{delivery_id}", response_model=DeliveryOut)

@@ -69,11 +69,7 @@ def list_events(
         stmt = stmt.where(WebhookEvent.received_at < until)
     with db.read() as session:
         result = paginate(session, stmt, WebhookEvent.id, page.limit, page.starting_after)
-        return ListOut(
-            data=[WebhookEventOut.model_validate(e) for e in result.items],
-            has_more=result.has_more,
-            next_cursor=result.next_cursor,
-        )
+        return ListOut.of(result, WebhookEventOut.model_validate)
 
 
 def _detail(event: WebhookEvent) -> WebhookEventDetail:
