@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def _pg_url_for(database: str) -> str:
     )
 
 
+@contextmanager
+def _pg_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """A throwaway PostgreSQL database (optionally cloned from a template); yields its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        yield name
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def _template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database to copy: a file on SQLite, a template database on PostgreSQL."""
@@ -64,17 +81,11 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         db.dispose()
         yield str(path)
         return
-    name = f"cb_template_{uuid.uuid4().hex[:8]}"
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    db = create_database(_pg_url_for(name))
-    upgrade(db.engine)
-    db.dispose()
-    yield name
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with _pg_database("cb_template") as name:
+        db = create_database(_pg_url_for(name))
+        upgrade(db.engine)
+        db.dispose()
+        yield name
 
 
 @pytest.fixture
@@ -83,14 +94,8 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
     if not ON_POSTGRES:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    name = f"cb_empty_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    yield _pg_url_for(name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with _pg_database("cb_empty") as name:
+        yield _pg_url_for(name)
 
 
 @pytest.fixture
@@ -101,14 +106,8 @@ def database_url(_template: str, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(_template, path)
         yield f"sqlite:///{path}"
         return
-    name = f"cb_test_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
-    yield _pg_url_for(name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    admin.dispose()
+    with _pg_database("cb_test", template=_template) as name:
+        yield _pg_url_for(name)
 
 
 @pytest.fixture
