@@ -11,7 +11,14 @@ from clinicbridge import (
     __version__,
     handlers,  # noqa: F401  (registers job handlers)
 )
-from clinicbridge.api import api_v1_router, health, webhook_inbox
+from clinicbridge.api import (
+    api_v1_router,
+    health,
+    ical_feed,
+    public_booking,
+    voice_inbox,
+    webhook_inbox,
+)
 from clinicbridge.api.deps import check_permissions
 from clinicbridge.api.middleware import RequestMiddleware
 from clinicbridge.api.problems import install_problem_handlers
@@ -86,6 +93,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(api_v1_router())
     app.include_router(webhook_inbox.router)
+    app.include_router(voice_inbox.router)
+    app.include_router(public_booking.router)
+    app.include_router(ical_feed.router)
     app.include_router(web_routes.router)
     app.include_router(web_integrations.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")

@@ -7,12 +7,16 @@ from fastapi import APIRouter
 from clinicbridge.api import (
     api_keys,
     audit,
+    bookings,
     integration_health,
     integrations,
     jobs,
+    patients,
     roles,
+    scheduling,
     tenant,
     users,
+    voice,
     webhook_endpoints,
     webhook_events,
 )
@@ -31,6 +35,10 @@ def api_v1_router() -> APIRouter:
         integrations,
         webhook_events,
         webhook_endpoints,
+        patients,
+        scheduling,
+        bookings,
+        voice,
     ):
         router.include_router(module.router)
     return router

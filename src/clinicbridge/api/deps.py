@@ -26,8 +26,22 @@ from clinicbridge.db.engine import Database
 PERMISSION_ATTR = "__clinicbridge_permission__"
 # Routes anyone may call: probes, metrics, API docs; the webhook inbox authenticates
 # each request by the integration's own signature scheme instead.
+# Routes without an API key; each authenticates its own way (provider signature,
+# the voice integration's secret, a feed token) or serves no PHI (public booking).
 PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/webhooks/{integration_id}"}
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/webhooks/{integration_id}",
+        "/voice/vapi/{integration_id}",
+        "/ical/{token}.ics",
+        "/public/{clinic_slug}/services",
+        "/public/{clinic_slug}/availability",
+        "/public/{clinic_slug}/bookings",
+    }
 )
 
 

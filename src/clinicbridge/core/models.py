@@ -26,6 +26,10 @@ class Tenant(Base):
     webhook_body_retention_days: Mapped[int] = mapped_column(
         sa.Integer, default=30, server_default="30"
     )
+    # Whether calendars (iCal feeds, exported events) may show patient names.
+    calendar_patient_names: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

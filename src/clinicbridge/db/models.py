@@ -5,7 +5,10 @@ from clinicbridge.core import models as core_models
 from clinicbridge.http import models as http_models
 from clinicbridge.integrations import models as integration_models
 from clinicbridge.jobs import models as jobs_models
+from clinicbridge.patients import models as patient_models
+from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.vault import models as vault_models
+from clinicbridge.voice import models as voice_models
 from clinicbridge.webhooks import models as webhook_models
 
 __all__ = [
@@ -14,6 +17,9 @@ __all__ = [
     "http_models",
     "integration_models",
     "jobs_models",
+    "patient_models",
+    "scheduling_models",
     "vault_models",
+    "voice_models",
     "webhook_models",
 ]
