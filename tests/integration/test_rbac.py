@@ -35,6 +35,11 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         "/openapi.json",
         "/docs",
         "/webhooks/{integration_id}",
+        "/voice/vapi/{integration_id}",
+        "/ical/{token}.ics",
+        "/public/{clinic_slug}/services",
+        "/public/{clinic_slug}/availability",
+        "/public/{clinic_slug}/bookings",
     } == PUBLIC_PATHS
 
 
