@@ -21,10 +21,23 @@ from clinicbridge.core.models import ApiKey, Tenant, User
 from clinicbridge.core.passwords import generate_password, hash_password
 from clinicbridge.core.tenancy import create_tenant, created_tenant_diff
 from clinicbridge.db.engine import Database
+from clinicbridge.scheduling.models import (
+    Location,
+    Provider,
+    Service,
+    ServiceProvider,
+    WorkingHours,
+)
 
 DEMO_SLUG = "demo-clinic"
 DEMO_OWNER = "owner@demo-clinic.example.com"
 DEMO_KEY_NAME = "demo"
+DEMO_TIMEZONE = "America/Toronto"
+DEMO_PROVIDERS = ("Dr. Alex Martin", "Dr. Sam Roy")
+DEMO_SERVICES = (
+    ("General consultation", 30, "in_person"),
+    ("Video follow-up", 45, "video"),
+)
 ACTOR = "cli"
 
 
@@ -45,7 +58,7 @@ def ensure_demo(db: Database) -> DemoClinic:
                 session,
                 name="Demo Clinic",
                 slug=DEMO_SLUG,
-                timezone="America/Toronto",
+                timezone=DEMO_TIMEZONE,
                 default_language="en",
                 currency="CAD",
                 now=now,
@@ -89,7 +102,89 @@ def ensure_demo(db: Database) -> DemoClinic:
             session, tenant_id=tenant.id, name=DEMO_KEY_NAME, role="owner", now=now, created_by=None
         )
         _audit(session, tenant.id, now, "api_key.create", key.id, created_key_diff(key))
+        _ensure_schedule(session, tenant.id, now)
         return DemoClinic(tenant.id, raw, DEMO_OWNER, password)
+
+
+def _ensure_schedule(session: Session, tenant_id: str, now: datetime) -> None:
+    """One location, two providers working Monday-Friday 09:00-17:00 and two services
+    (30-minute in-person, 45-minute video), created once."""
+    existing = session.scalar(sa.select(Location.id).where(Location.tenant_id == tenant_id))
+    if existing is not None:
+        return
+    location = Location(
+        id=new_id("loc"),
+        tenant_id=tenant_id,
+        name="Main Street",
+        timezone=DEMO_TIMEZONE,
+        address={"line1": "100 Main Street", "city": "Toronto", "country": "CA"},
+        is_active=True,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(location)
+    session.flush()
+    _audit(
+        session,
+        tenant_id,
+        now,
+        "location.create",
+        location.id,
+        diff_of({}, {"name": location.name}),
+    )
+    providers = []
+    for name in DEMO_PROVIDERS:
+        provider = Provider(
+            id=new_id("prv"),
+            tenant_id=tenant_id,
+            display_name=name,
+            timezone=DEMO_TIMEZONE,
+            is_active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(provider)
+        session.flush()
+        session.add_all(
+            WorkingHours(
+                id=new_id("wkh"),
+                tenant_id=tenant_id,
+                provider_id=provider.id,
+                location_id=location.id,
+                weekday=weekday,
+                start_minute=9 * 60,
+                end_minute=17 * 60,
+            )
+            for weekday in range(5)
+        )
+        _audit(session, tenant_id, now, "provider.create", provider.id, diff_of({}, {"name": name}))
+        providers.append(provider)
+    for name, minutes, modality in DEMO_SERVICES:
+        service = Service(
+            id=new_id("svc"),
+            tenant_id=tenant_id,
+            name=name,
+            duration_minutes=minutes,
+            buffer_before_minutes=0,
+            buffer_after_minutes=0,
+            slot_interval_minutes=15,
+            min_notice_minutes=60,
+            max_advance_days=90,
+            cancellation_window_minutes=24 * 60,
+            capacity=1,
+            modality=modality,
+            is_public=True,
+            is_active=True,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(service)
+        session.flush()
+        session.add_all(
+            ServiceProvider(service_id=service.id, provider_id=p.id, tenant_id=tenant_id)
+            for p in providers
+        )
+        _audit(session, tenant_id, now, "service.create", service.id, diff_of({}, {"name": name}))
 
 
 def _audit(

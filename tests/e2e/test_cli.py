@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+
+from clinicbridge.db.engine import create_database
+from clinicbridge.scheduling.models import Location, Provider, Service, WorkingHours
 
 CLI = [sys.executable, "-m", "clinicbridge.cli"]
 
@@ -192,6 +196,20 @@ def test_demo_is_idempotent_and_rotates_its_key(env: dict[str, str]) -> None:
     assert "/admin" in first.stderr and a["api_key"] in first.stderr
     listed = run(["tenant", "list"], env).stdout.splitlines()
     assert len(listed) == 1 and json.loads(listed[0])["timezone"] == "America/Toronto"
+    db = create_database(env["CLINICBRIDGE_DATABASE_URL"])
+    try:
+        with db.read() as session:
+            count = {
+                model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model))
+                for model in (Location, Provider, Service, WorkingHours)
+            }
+            modalities = sorted(session.scalars(sa.select(Service.modality)))
+            weekdays = set(session.scalars(sa.select(WorkingHours.weekday)))
+    finally:
+        db.dispose()
+    # created once although the demo ran twice
+    assert count == {"locations": 1, "providers": 2, "services": 2, "working_hours": 10}
+    assert modalities == ["in_person", "video"] and weekdays == {0, 1, 2, 3, 4}
 
 
 def test_invalid_setting_exits_2_with_one_line(env: dict[str, str]) -> None:

@@ -666,7 +666,7 @@ def upgrade() -> None:
     with op.batch_alter_table("tenants", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
-                "calendar_patient_names", sa.Boolean(), server_default=sa.text("0"), nullable=False
+                "calendar_patient_names", sa.Boolean(), server_default=sa.false(), nullable=False
             )
         )
 
