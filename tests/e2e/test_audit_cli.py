@@ -63,6 +63,11 @@ def test_cli_commands_are_audited_as_the_system(env: dict[str, str]) -> None:
         "tenant.create",
         "user.create",
         "api_key.create",
+        "location.create",  # the demo schedule, created once
+        "provider.create",
+        "provider.create",
+        "service.create",
+        "service.create",
         "user.update",  # the demo owner's new password (masked)
         "api_key.revoke",
         "api_key.create",
