@@ -37,6 +37,10 @@ class ClinicBridgeError(Exception):
         super().__init__(detail or self.title)
         self.detail = detail or self.title
 
+    def problem_extra(self) -> dict[str, object]:
+        """Members added to the problem document (e.g. the next free slots of a 409)."""
+        return {}
+
 
 class NotFoundError(ClinicBridgeError):
     status = 404
@@ -61,6 +65,9 @@ class PermissionDeniedError(ClinicBridgeError):
     def __init__(self, permission: str, detail: str | None = None) -> None:
         super().__init__(detail or f"This action requires the permission '{permission}'.")
         self.permission = permission
+
+    def problem_extra(self) -> dict[str, object]:
+        return {"permission": self.permission}
 
 
 class ConflictError(ClinicBridgeError):
@@ -201,10 +208,7 @@ class Problem:
     @classmethod
     def from_error(cls, exc: ClinicBridgeError) -> Problem:
         errors = exc.errors if isinstance(exc, InvalidInputError) else []
-        extra: dict[str, object] = {}
-        if isinstance(exc, PermissionDeniedError):
-            extra["permission"] = exc.permission
-        return cls(exc.status, exc.type_slug, exc.title, exc.detail, errors, extra)
+        return cls(exc.status, exc.type_slug, exc.title, exc.detail, errors, exc.problem_extra())
 
 
 def _field_name(loc: Sequence[Any]) -> str:
