@@ -5,6 +5,7 @@ understood by all.
 """
 
 from clinicbridge.integrations import alerts
+from clinicbridge.scheduling import bookings
 from clinicbridge.webhooks import delivery, processing
 
-__all__ = ["alerts", "delivery", "processing"]
+__all__ = ["alerts", "bookings", "delivery", "processing"]
