@@ -15,6 +15,7 @@ from clinicbridge import cli_common
 from clinicbridge.audit.cli import audit_app
 from clinicbridge.jobs.cli import jobs_app
 from clinicbridge.vault.cli import vault_app
+from clinicbridge.voice.cli import voice_app
 from clinicbridge.webhooks.cli import webhooks_app
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
+app.add_typer(voice_app, name="voice")
 
 
 # Shared with the command groups of other packages (jobs, vault, audit).
