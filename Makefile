@@ -53,6 +53,9 @@ bench: install
 	scripts/with-postgres.sh $(PY) bench/jobs_postgres.py
 	scripts/with-postgres.sh $(PY) bench/jobs_latency.py
 	$(PY) bench/webhook_ingest.py
+	$(PY) bench/availability.py
+	$(PY) bench/voice_tools.py
+	$(PY) bench/booking_create.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

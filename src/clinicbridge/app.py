@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,6 +30,7 @@ from clinicbridge.db.engine import Database, WalCheckpointer, create_database
 from clinicbridge.db.migrate import head_revision
 from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
+from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import routes as web_routes
@@ -57,6 +59,8 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         checkpointer = WalCheckpointer(database)
         checkpointer.start()
+        # Load the voice tools' date parser off the request path (once per process).
+        threading.Thread(target=voice_dates.warm, name="warm-dateparser", daemon=True).start()
         worker = None
         if embedded_worker:
             config = WorkerConfig(heartbeat_seconds=settings.worker_heartbeat_seconds)
