@@ -21,7 +21,7 @@ from clinicbridge.api import (
     webhook_inbox,
 )
 from clinicbridge.api.deps import check_permissions
-from clinicbridge.api.middleware import RequestMiddleware
+from clinicbridge.api.middleware import PublicCorsMiddleware, RequestMiddleware
 from clinicbridge.api.problems import install_problem_handlers
 from clinicbridge.core.clock import Clock, SystemClock
 from clinicbridge.core.idempotency import ResponseCipher
@@ -104,5 +104,6 @@ def create_app(
     app.include_router(web_integrations.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(PublicCorsMiddleware)
     check_permissions(app, web_routes.is_web_path)
     return app

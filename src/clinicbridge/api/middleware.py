@@ -12,6 +12,7 @@ import time
 import traceback
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clinicbridge.api.problems import http_problem, problem_response
@@ -116,3 +117,27 @@ class RequestMiddleware:
                     }
                 },
             )
+
+
+class PublicCorsMiddleware:
+    """CORS for the public booking API only, so a clinic's website can call it from
+    the browser. Other paths get no CORS headers: the API and the admin UI are not
+    meant to be called from other origins."""
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/public/") -> None:
+        self.app = app
+        self.prefix = prefix
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=["*"],
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Idempotency-Key"],
+            expose_headers=["Retry-After", "X-Request-Id"],
+            max_age=600,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
