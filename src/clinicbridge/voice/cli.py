@@ -15,7 +15,7 @@ TIMEOUT_SECONDS = 20
 
 def assistant_tools(server_url: str, secret: str) -> list[dict[str, Any]]:
     """Vapi function-tool definitions, each calling ``server_url`` with the secret."""
-    from clinicbridge.voice.tools import TOOLS
+    from clinicbridge.voice.catalog import TOOLS
 
     return [
         {

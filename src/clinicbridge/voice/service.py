@@ -39,9 +39,11 @@ from clinicbridge.integrations.registry import IntegrationRegistry
 from clinicbridge.integrations.service import webhook_secrets
 from clinicbridge.patients.normalize import phone_e164, region_of
 from clinicbridge.vault.service import Vault
-from clinicbridge.voice import dates, tools, vapi
+from clinicbridge.voice import dates, vapi
 from clinicbridge.voice.backend import NativeBackend, PracticeBackend
+from clinicbridge.voice.catalog import TOOLS
 from clinicbridge.voice.models import VoiceCall, VoiceToolCall
+from clinicbridge.voice.toolkit import Args, Outcome, ToolEnv, ToolError
 from clinicbridge.webhooks.verifiers import vapi as vapi_verifier
 from clinicbridge.webhooks.verifiers.base import WebhookRequest, constant_time_equal
 
@@ -219,7 +221,7 @@ def handle_tool_calls(
     out = []
     for tool_call in message.tool_calls:
         began = time.perf_counter()
-        env = tools.ToolEnv(practice, call, ctx.now)
+        env = ToolEnv(practice, call, ctx.now)
         outcome = _run(session, env, tool_call)
         _apply_verification(env, ctx.now)
         latency_ms = (time.perf_counter() - began) * 1000
@@ -244,7 +246,7 @@ def handle_tool_calls(
     return out
 
 
-def result_text(outcome: tools.Outcome) -> str:
+def result_text(outcome: Outcome) -> str:
     """Vapi wants the result as one line of text: the sentence plus fields, as JSON."""
     from json import dumps
 
@@ -255,15 +257,15 @@ def result_text(outcome: tools.Outcome) -> str:
     return dumps(body, separators=(",", ":"), default=str)
 
 
-def _run(session: Session, env: tools.ToolEnv, tool_call: vapi.ToolCall) -> tools.Outcome:
+def _run(session: Session, env: ToolEnv, tool_call: vapi.ToolCall) -> Outcome:
     if tool_call.defect is not None:
-        return tools.Outcome(tool_call.defect, {}, False, "malformed_tool_call")
-    spec = tools.TOOLS.get(tool_call.name)
+        return Outcome(tool_call.defect, {}, False, "malformed_tool_call")
+    spec = TOOLS.get(tool_call.name)
     if spec is None:
-        return tools.Outcome("I am sorry, I cannot do that here.", {}, False, "unknown_tool")
+        return Outcome("I am sorry, I cannot do that here.", {}, False, "unknown_tool")
     savepoint = session.begin_nested()
     try:
-        outcome = spec.run(env, tools.Args(tool_call.arguments))
+        outcome = spec.run(env, Args(tool_call.arguments))
     except Exception as exc:
         outcome = _failure(exc, tool_call.name)
     if outcome.success:
@@ -280,7 +282,7 @@ def _run(session: Session, env: tools.ToolEnv, tool_call: vapi.ToolCall) -> tool
     return outcome
 
 
-def _apply_verification(env: tools.ToolEnv, now: datetime) -> None:
+def _apply_verification(env: ToolEnv, now: datetime) -> None:
     """Outside the tool's savepoint: a match holds for the rest of the call."""
     if env.verified is None:
         return
@@ -295,27 +297,27 @@ def _apply_verification(env: tools.ToolEnv, now: datetime) -> None:
         env.phi = True
 
 
-def _failure(exc: Exception, tool: str) -> tools.Outcome:
-    if isinstance(exc, tools.ToolError):
-        return tools.Outcome(exc.message, dict(exc.data), False, exc.code)
+def _failure(exc: Exception, tool: str) -> Outcome:
+    if isinstance(exc, ToolError):
+        return Outcome(exc.message, dict(exc.data), False, exc.code)
     if isinstance(exc, dates.DateError):
-        return tools.Outcome(str(exc), {}, False, "invalid_date")
+        return Outcome(str(exc), {}, False, "invalid_date")
     if isinstance(exc, InvalidInputError):
-        return tools.Outcome(_spoken_invalid(exc), {}, False, "invalid_input")
+        return Outcome(_spoken_invalid(exc), {}, False, "invalid_input")
     if isinstance(exc, NotFoundError):
-        return tools.Outcome("I am sorry, I could not find that.", {}, False, "not_found")
+        return Outcome("I am sorry, I could not find that.", {}, False, "not_found")
     if isinstance(exc, PermissionDeniedError):
-        return tools.Outcome(
+        return Outcome(
             "I am sorry, I cannot do that by phone. The clinic team can help you.",
             {},
             False,
             "not_allowed",
         )
     if isinstance(exc, ConflictError):
-        return tools.Outcome(_sentence(exc.detail), {}, False, "conflict")
+        return Outcome(_sentence(exc.detail), {}, False, "conflict")
     # A bug: the caller hears an apology, the log gets the type only (messages may hold PHI).
     log.error("voice tool %s failed: %s", tool, type(exc).__name__)
-    return tools.Outcome(INTERNAL_ERROR, {}, False, "internal")
+    return Outcome(INTERNAL_ERROR, {}, False, "internal")
 
 
 def _spoken_invalid(exc: InvalidInputError) -> str:

@@ -12,354 +12,33 @@ birth in its arguments it verifies them first.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
-from rapidfuzz import fuzz, process
-
-from clinicbridge.patients.normalize import fold
 from clinicbridge.voice import dates
-from clinicbridge.voice.backend import (
-    BookingInfo,
-    PatientInfo,
-    PracticeBackend,
-    ProviderInfo,
-    ServiceInfo,
-    SlotInfo,
-    SlotTaken,
+from clinicbridge.voice.backend import PatientInfo, ServiceInfo, SlotInfo, SlotTaken
+from clinicbridge.voice.speech import (
+    LISTED_SLOTS,
+    booking_data,
+    slot_data,
+    spoken_slots,
+    spoken_time,
 )
-from clinicbridge.voice.models import VoiceCall
+from clinicbridge.voice.toolkit import Args, Outcome, ToolEnv, ToolError, ToolFn
+from clinicbridge.voice.understanding import (
+    NEXT_OPENING_DAYS,
+    booking_patient,
+    nearest_slots,
+    open_slots,
+    patient_booking,
+    provider_names,
+    requested_time,
+    resolve_provider,
+    resolve_service,
+    verified_patient,
+)
 
-SPOKEN_SLOTS = 3  # a caller cannot keep more in mind
-LISTED_SLOTS = 10
 DEFAULT_SEARCH_DAYS = 7
-NEXT_OPENING_DAYS = 30
-FIRST_DAYS = 2  # of a longer window, searched first
-MAX_WINDOW_DAYS = 31
 NOTE_MAX = 2000
-SERVICE_SCORE = 70
-PROVIDER_SCORE = 75
-ANY_PROVIDER = frozenset({"", "any", "anyone", "anybody", "no preference", "first available"})
-_CODE = re.compile(r"[^A-Z0-9]")
-
-ASK_IDENTITY = (
-    "Before I can help with that, I need to confirm who you are. "
-    "Please tell me your first and last name and your date of birth."
-)
-
-
-class ToolError(Exception):
-    """Something the caller can fix or should hear; ``message`` is read aloud."""
-
-    def __init__(self, code: str, message: str, **data: Any) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
-
-
-@dataclass(frozen=True)
-class Outcome:
-    message: str
-    data: dict[str, Any] = field(default_factory=dict)
-    success: bool = True
-    error_code: str | None = None
-
-
-@dataclass
-class ToolEnv:
-    """One tool call's world: the practice, the call (its verification), the time."""
-
-    backend: PracticeBackend
-    call: VoiceCall
-    now: datetime
-    patient_id: str | None = None  # the patient this tool call concerned
-    phi: bool = False  # whether it read or changed an existing patient's record
-    verified: tuple[str, str] | None = None  # (patient id, how) matched in this tool call
-
-    @property
-    def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.backend.timezone())
-
-    def touch(self, patient_id: str, *, existing: bool = True) -> None:
-        self.patient_id = patient_id
-        self.phi = self.phi or existing
-
-    def verify(self, patient: PatientInfo, via: str) -> None:
-        """The caller is this patient from now on in the call. Applied by the runner
-        after the tool, so that it holds even when the tool's own action fails."""
-        self.verified = (patient.id, via)
-
-    def verified_id(self) -> str | None:
-        return self.verified[0] if self.verified else self.call.verified_patient_id
-
-
-# --- arguments ---------------------------------------------------------------------
-
-
-class Args:
-    """The tool call's arguments, read leniently (the model names things loosely)."""
-
-    def __init__(self, raw: dict[str, Any]) -> None:
-        self.raw = {_key(k): v for k, v in raw.items()}
-
-    def text(self, *names: str, max_length: int = 200) -> str | None:
-        for name in names:
-            value = self.raw.get(_key(name))
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                value = str(value)
-            if isinstance(value, str) and value.strip():
-                return " ".join(value.split())[:max_length]
-        return None
-
-    def birth_date(self) -> date | None:
-        spoken = self.text("date_of_birth", "dob", "birth_date", "birthdate", "birthday")
-        if spoken is None:
-            return None
-        born = dates.resolve_date(spoken, field="date of birth")
-        if born > date.today():
-            raise ToolError("invalid_date_of_birth", "The date of birth cannot be in the future.")
-        return born
-
-    def names(self) -> tuple[str | None, str | None]:
-        first = self.text("first_name", "firstname", "given_name", max_length=100)
-        last = self.text("last_name", "lastname", "family_name", "surname", max_length=100)
-        full = self.text("name", "full_name", "patient_name", max_length=200)
-        if full and not (first and last):
-            parts = full.split()
-            if len(parts) >= 2:
-                first, last = first or " ".join(parts[:-1]), last or parts[-1]
-            else:
-                last = last or full
-        return first, last
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(name).lower())
-
-
-# --- speaking ------------------------------------------------------------------------
-
-
-def spoken_time(value: datetime, tz: ZoneInfo, *, with_day: bool = True) -> str:
-    local = value.astimezone(tz)
-    clock = local.strftime("%-I:%M %p").replace(":00 ", " ")
-    return f"{local:%A, %B} {local.day} at {clock}" if with_day else clock
-
-
-def spoken_list(items: list[str]) -> str:
-    if len(items) <= 1:
-        return "".join(items)
-    return ", ".join(items[:-1]) + " or " + items[-1]
-
-
-def spoken_slots(slots: list[SlotInfo], tz: ZoneInfo) -> str:
-    """ "Tuesday, March 10 at 9 AM, 9:30 AM or 10 AM" (times of one day share it)."""
-    parts, last_day = [], None
-    for slot in slots[:SPOKEN_SLOTS]:
-        day = slot.start.astimezone(tz).date()
-        parts.append(spoken_time(slot.start, tz, with_day=day != last_day))
-        last_day = day
-    return spoken_list(parts)
-
-
-def slot_data(slots: list[SlotInfo], env: ToolEnv, names: dict[str, str]) -> list[dict[str, Any]]:
-    tz = env.tz
-    return [
-        {
-            "start": s.start.astimezone(tz).isoformat(),
-            "end": s.end.astimezone(tz).isoformat(),
-            "provider_id": s.provider_id,
-            "provider": names.get(s.provider_id),
-        }
-        for s in slots[:LISTED_SLOTS]
-    ]
-
-
-def booking_data(booking: BookingInfo, env: ToolEnv) -> dict[str, Any]:
-    tz = env.tz
-    return {
-        "booking_id": booking.id,
-        "status": booking.status,
-        "start": booking.start.astimezone(tz).isoformat(),
-        "end": booking.end.astimezone(tz).isoformat(),
-        "confirmation_code": booking.confirmation_code,
-        "provider_id": booking.provider_id,
-        "service_id": booking.service_id,
-    }
-
-
-# --- what the caller means ---------------------------------------------------------------
-
-
-def resolve_service(env: ToolEnv, args: Args) -> ServiceInfo:
-    services = env.backend.services()
-    if not services:
-        raise ToolError("no_services", "Sorry, no appointments can be booked by phone right now.")
-    wanted = args.text("service", "service_id", "service_name", "appointment_type", "reason")
-    if wanted is None:
-        if len(services) == 1:
-            return services[0]
-        raise ToolError(
-            "service_required",
-            f"What type of appointment would you like? We offer {_names(services)}.",
-            services=[{"id": s.id, "name": s.name} for s in services],
-        )
-    by_id = next((s for s in services if s.id == wanted), None)
-    if by_id is not None:
-        return by_id
-    best = process.extractOne(
-        fold(wanted), {s.id: fold(s.name) for s in services}, scorer=fuzz.WRatio
-    )
-    if best is None or best[1] < SERVICE_SCORE:
-        raise ToolError(
-            "unknown_service",
-            f"I could not find that type of appointment. We offer {_names(services)}.",
-            services=[{"id": s.id, "name": s.name} for s in services],
-        )
-    return next(s for s in services if s.id == best[2])
-
-
-def _names(services: list[ServiceInfo]) -> str:
-    return spoken_list([s.name for s in services[:6]]).replace(" or ", " and ")
-
-
-def resolve_provider(env: ToolEnv, args: Args, service: ServiceInfo) -> str | None:
-    """A provider id, or None for whoever is free."""
-    wanted = args.text("provider", "provider_id", "provider_name", "doctor", "practitioner")
-    if wanted is None or fold(wanted) in ANY_PROVIDER:
-        return None
-    providers = env.backend.providers()
-    chosen: ProviderInfo | None = next((p for p in providers if p.id == wanted), None)
-    if chosen is None:
-        plain = re.sub(r"^(dr|doctor|mr|mrs|ms|miss)\.?\s+", "", fold(wanted))
-        best = process.extractOne(
-            plain, {p.id: fold(p.name) for p in providers}, scorer=fuzz.WRatio
-        )
-        if best is not None and best[1] >= PROVIDER_SCORE:
-            chosen = next(p for p in providers if p.id == best[2])
-    eligible = [p for p in providers if p.id in service.provider_ids]
-    if chosen is None:
-        raise ToolError(
-            "unknown_provider",
-            f"I could not find that practitioner. For {service.name} you can see "
-            f"{spoken_list([p.name for p in eligible]) or 'any of our team'}.",
-        )
-    if chosen.id not in service.provider_ids:
-        raise ToolError(
-            "provider_not_eligible",
-            f"{chosen.name} does not offer {service.name}. "
-            f"You can see {spoken_list([p.name for p in eligible]) or 'another practitioner'}.",
-        )
-    return chosen.id
-
-
-def requested_time(env: ToolEnv, args: Args, *names: str) -> datetime:
-    spoken = args.text(*names)
-    if spoken is None:
-        raise ToolError("time_required", "What day and time would you like?")
-    when = dates.resolve_when(spoken, env.tz.key, env.now)
-    if not when.is_instant:
-        raise ToolError(
-            "time_required",
-            "What time that day would you like? I can check what is open first.",
-        )
-    if when.start <= env.now:
-        raise ToolError("time_in_past", "That time has already passed. When would you like?")
-    return when.start
-
-
-def provider_names(env: ToolEnv) -> dict[str, str]:
-    return {p.id: p.name for p in env.backend.providers()}
-
-
-def open_slots(
-    env: ToolEnv, service: ServiceInfo, provider_id: str | None, start: datetime, end: datetime
-) -> list[SlotInfo]:
-    """The earliest openings in ``[start, end)``: a caller hears the first few, so a long
-    window is searched from its first days on, and only further when those are full."""
-    start = max(start, env.now)
-    end = min(end, start + timedelta(days=MAX_WINDOW_DAYS))
-    if end <= start:
-        return []
-    first = min(end, start + timedelta(days=FIRST_DAYS))
-    slots = env.backend.find_slots(
-        service_id=service.id, provider_id=provider_id, start=start, end=first, limit=LISTED_SLOTS
-    )
-    if len(slots) < SPOKEN_SLOTS and first < end:
-        slots = env.backend.find_slots(
-            service_id=service.id, provider_id=provider_id, start=start, end=end, limit=LISTED_SLOTS
-        )
-    return slots[:LISTED_SLOTS]
-
-
-def nearest_slots(
-    env: ToolEnv, service: ServiceInfo, provider_id: str | None, after: datetime
-) -> list[SlotInfo]:
-    """The first openings after ``after``, within the next ``NEXT_OPENING_DAYS``."""
-    return open_slots(env, service, provider_id, after, after + timedelta(days=NEXT_OPENING_DAYS))
-
-
-def verified_patient(env: ToolEnv, args: Args) -> PatientInfo:
-    """The caller's patient, verified now from the arguments or earlier in the call."""
-    first, last = args.names()
-    born = args.birth_date()
-    if last and born is not None:
-        found = env.backend.match_caller(first_name=first, last_name=last, date_of_birth=born)
-        if found is None:
-            raise ToolError(
-                "verification_failed",
-                "I could not match that name and date of birth to a patient. "
-                "Could you spell your last name and repeat your date of birth?",
-            )
-        env.verify(found, "name_dob")
-        env.touch(found.id)
-        return found
-    verified = env.verified_id()
-    if verified is not None:
-        env.touch(verified)
-        return env.backend.get_patient(verified)
-    if env.call.caller_number:
-        found = env.backend.match_caller(phone=env.call.caller_number)
-        if found is not None:
-            env.verify(found, "phone")
-            env.touch(found.id)
-            return found
-    raise ToolError("verification_required", ASK_IDENTITY, needs=["name", "date_of_birth"])
-
-
-def patient_booking(env: ToolEnv, args: Args, patient: PatientInfo) -> BookingInfo:
-    raw = args.text("confirmation_code", "code", "booking_code", "booking_id", max_length=40)
-    code = None
-    booking_id = None
-    if raw is not None and raw.startswith("bkg_"):
-        booking_id = raw
-    elif raw is not None:
-        compact = _CODE.sub("", raw.upper())
-        code = f"{compact[:3]}-{compact[3:]}" if len(compact) == 6 else raw.upper()
-    found = env.backend.patient_bookings(patient.id, confirmation_code=code)
-    if booking_id is not None:
-        found = [b for b in found if b.id == booking_id]
-    if not found:
-        raise ToolError(
-            "booking_not_found",
-            "I could not find an upcoming appointment"
-            + (" with that confirmation code." if raw else " for you."),
-        )
-    if len(found) > 1:
-        tz = env.tz
-        raise ToolError(
-            "booking_ambiguous",
-            "You have several upcoming appointments: "
-            f"{spoken_list([spoken_time(b.start, tz) for b in found[:3]])}. Which one?",
-            bookings=[booking_data(b, env) for b in found[:LISTED_SLOTS]],
-        )
-    return found[0]
-
-
-# --- the tools -------------------------------------------------------------------------
 
 
 def check_availability(env: ToolEnv, args: Args) -> Outcome:
@@ -423,34 +102,6 @@ def _check_instant(
     return Outcome(text, {**base, "available": False, "slots": slot_data(later, env, names)})
 
 
-def _booking_patient(env: ToolEnv, args: Args) -> PatientInfo:
-    first, last = args.names()
-    born = args.birth_date()
-    if first and last and born is not None:
-        patient, created = env.backend.find_or_create_patient(
-            first_name=first,
-            last_name=last,
-            date_of_birth=born,
-            phone=args.text("phone", "phone_number", max_length=40) or _caller_phone(env),
-            email=args.text("email", max_length=320),
-        )
-        env.touch(patient.id, existing=not created)
-        return patient
-    verified = env.verified_id()
-    if verified is not None:
-        env.touch(verified)
-        return env.backend.get_patient(verified)
-    raise ToolError(
-        "patient_details_required",
-        "To book, I need your first and last name and your date of birth.",
-        needs=["first_name", "last_name", "date_of_birth"],
-    )
-
-
-def _caller_phone(env: ToolEnv) -> str | None:
-    return env.call.caller_number
-
-
 def book_appointment(env: ToolEnv, args: Args) -> Outcome:
     service = resolve_service(env, args)
     provider_id = resolve_provider(env, args, service)
@@ -464,7 +115,7 @@ def book_appointment(env: ToolEnv, args: Args) -> Outcome:
     ]
     if not free:
         return _slot_gone(env, service, provider_id, start, names, "slot_unavailable")
-    patient = _booking_patient(env, args)
+    patient = booking_patient(env, args)
     try:
         booking = env.backend.book(
             service_id=service.id,
@@ -599,7 +250,7 @@ def create_patient(env: ToolEnv, args: Args) -> Outcome:
         first_name=first,
         last_name=last,
         date_of_birth=born,
-        phone=args.text("phone", "phone_number", max_length=40) or _caller_phone(env),
+        phone=args.text("phone", "phone_number", max_length=40) or env.call.caller_number,
         email=args.text("email", max_length=320),
     )
     env.touch(patient.id, existing=not created)
@@ -629,7 +280,7 @@ def add_patient_note(env: ToolEnv, args: Args) -> Outcome:
     )
 
 
-def _not_available(what: str) -> Callable[[ToolEnv, Args], Outcome]:
+def not_available(what: str) -> ToolFn:
     def tool(env: ToolEnv, args: Args) -> Outcome:
         return Outcome(
             f"I am sorry, {what} is not available for this clinic by phone yet. "
@@ -640,137 +291,3 @@ def _not_available(what: str) -> Callable[[ToolEnv, Args], Outcome]:
         )
 
     return tool
-
-
-# --- the catalogue (also what ``clinicbridge voice assistant-config`` prints) ---------------
-
-ToolFn = Callable[[ToolEnv, Args], Outcome]
-
-
-@dataclass(frozen=True)
-class ToolSpec:
-    name: str
-    description: str
-    parameters: dict[str, Any]
-    run: ToolFn
-
-
-def _schema(props: dict[str, str], *required: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {name: {"type": "string", "description": d} for name, d in props.items()},
-        "required": list(required),
-    }
-
-
-_IDENTITY = {
-    "first_name": "The patient's first name.",
-    "last_name": "The patient's last name.",
-    "date_of_birth": "Date of birth, e.g. 1980-03-05 or 'March 5th 1980'.",
-}
-_SERVICE = "Type of appointment, by name as the caller says it (e.g. 'check-up')."
-_PROVIDER = "Preferred practitioner's name, or 'any'."
-_CODE_ARG = "The appointment's confirmation code, e.g. K7Q-4MX, if the caller has it."
-
-TOOLS: dict[str, ToolSpec] = {
-    spec.name: spec
-    for spec in (
-        ToolSpec(
-            "checkAvailability",
-            "Find open appointment times. Dates can be natural: 'next Tuesday morning', "
-            "'tomorrow at 3pm'.",
-            _schema(
-                {
-                    "service": _SERVICE,
-                    "provider": _PROVIDER,
-                    "when": "When the caller would like to come, in their words.",
-                }
-            ),
-            check_availability,
-        ),
-        ToolSpec(
-            "bookAppointment",
-            "Book an appointment at an open time for the caller.",
-            _schema(
-                {
-                    "service": _SERVICE,
-                    "provider": _PROVIDER,
-                    "start": "The chosen time: a slot's start from checkAvailability, or words.",
-                    **_IDENTITY,
-                    "phone": "A phone number to reach the patient (any format).",
-                    "email": "An e-mail address for the confirmation.",
-                },
-                "start",
-            ),
-            book_appointment,
-        ),
-        ToolSpec(
-            "rescheduleAppointment",
-            "Move the caller's upcoming appointment to a new time (verifies the caller).",
-            _schema(
-                {"confirmation_code": _CODE_ARG, "new_start": "The new time.", **_IDENTITY},
-                "new_start",
-            ),
-            reschedule_appointment,
-        ),
-        ToolSpec(
-            "cancelAppointment",
-            "Cancel the caller's upcoming appointment (verifies the caller).",
-            _schema(
-                {"confirmation_code": _CODE_ARG, "reason": "Why, in a few words.", **_IDENTITY}
-            ),
-            cancel_appointment,
-        ),
-        ToolSpec(
-            "searchPatients",
-            "Find and verify the caller's patient record by name and date of birth.",
-            _schema(_IDENTITY, "last_name", "date_of_birth"),
-            search_patients,
-        ),
-        ToolSpec(
-            "getPatient",
-            "Read the verified caller's record and next appointment.",
-            _schema(_IDENTITY),
-            get_patient,
-        ),
-        ToolSpec(
-            "createPatient",
-            "Register a new patient (or find the existing record).",
-            _schema(
-                {
-                    **_IDENTITY,
-                    "phone": "The patient's phone number (any format).",
-                    "email": "The patient's e-mail address.",
-                },
-                "first_name",
-                "last_name",
-                "date_of_birth",
-            ),
-            create_patient,
-        ),
-        ToolSpec(
-            "addPatientNote",
-            "Pass a message from the verified caller to the clinic team.",
-            _schema({"note": "The message, in the caller's words.", **_IDENTITY}, "note"),
-            add_patient_note,
-        ),
-        ToolSpec(
-            "getPatientBalance",
-            "The caller's account balance (not available yet).",
-            _schema(_IDENTITY),
-            _not_available("checking your balance"),
-        ),
-        ToolSpec(
-            "getPatientInsurance",
-            "The caller's insurance on file (not available yet).",
-            _schema(_IDENTITY),
-            _not_available("insurance information"),
-        ),
-        ToolSpec(
-            "processPayment",
-            "Take a payment (not available yet).",
-            _schema({"amount": "The amount.", **_IDENTITY}),
-            _not_available("taking payments"),
-        ),
-    )
-}
