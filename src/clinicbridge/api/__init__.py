@@ -8,6 +8,7 @@ from clinicbridge.api import (
     api_keys,
     audit,
     bookings,
+    ical_feeds,
     integration_health,
     integrations,
     jobs,
@@ -38,6 +39,7 @@ def api_v1_router() -> APIRouter:
         patients,
         scheduling,
         bookings,
+        ical_feeds,
         voice,
     ):
         router.include_router(module.router)
