@@ -385,3 +385,14 @@ def test_reading_needs_bookings_read_and_writing_bookings_write(
     doc = problem(_book(client, auditor, **args), 403)
     assert doc["permission"] == "bookings:write"
     _ok(client.get(f"{API}/bookings", headers=auditor.headers))
+
+
+def test_any_provider_goes_to_the_one_with_fewer_bookings_that_day(
+    client: TestClient, clinic: Clinic, setup: Setup, patient: str
+) -> None:
+    busy, free = setup.providers
+    for start in ("2026-03-06T13:00:00-05:00", "2026-03-06T14:00:00-05:00"):
+        _ok(_book(client, clinic, service_id=setup.service, provider_id=busy, start=start,
+                  patient_id=patient), 201)  # fmt: skip
+    args = {"service_id": setup.service, "provider_id": "any", "start": FRIDAY_9}
+    assert _ok(_book(client, clinic, **args, patient_id=patient), 201)["provider_id"] == free

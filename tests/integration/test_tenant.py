@@ -11,6 +11,7 @@ def test_profile_and_update(client: TestClient, clinic: Clinic) -> None:
     profile = client.get("/api/v1/tenant", headers=clinic.headers).json()
     assert profile["timezone"] == "America/Toronto" and profile["currency"] == "CAD"
     assert profile["webhook_body_retention_days"] == 30
+    assert profile["calendar_patient_names"] is False
     updated = client.patch(
         "/api/v1/tenant",
         headers=clinic.headers,
@@ -18,10 +19,12 @@ def test_profile_and_update(client: TestClient, clinic: Clinic) -> None:
             "name": "Maple Clinic",
             "default_language": "fr-CA",
             "webhook_body_retention_days": 7,
+            "calendar_patient_names": True,
         },
     )
     assert updated.status_code == 200, updated.text
     body = updated.json()
+    assert body["calendar_patient_names"] is True
     assert (body["name"], body["default_language"], body["webhook_body_retention_days"]) == (
         "Maple Clinic",
         "fr-CA",

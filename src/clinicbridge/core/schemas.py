@@ -36,6 +36,7 @@ class TenantOut(Output):
     default_language: str
     currency: str
     webhook_body_retention_days: int
+    calendar_patient_names: bool
     created_at: datetime
     updated_at: datetime
 
@@ -47,6 +48,8 @@ class TenantUpdate(Input):
     currency: Currency | None = None
     # How long raw bodies of inbound webhooks are kept (the events themselves stay).
     webhook_body_retention_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    # Show patient names in providers' iCalendar feeds (off: service names only).
+    calendar_patient_names: bool | None = None
 
 
 class UserCreate(Input):

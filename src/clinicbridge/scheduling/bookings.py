@@ -263,19 +263,21 @@ def _check_provider(session: Session, ctx: Ctx, service: Service, provider_id: s
 
 
 def _pick_provider(session: Session, ctx: Ctx, service: Service, start: datetime) -> str:
-    """The provider the availability search offers at ``start`` for "any"."""
+    """For "any": the free provider with the fewest bookings that day (as ``start``'s
+    offset reads it; ties: lowest id), as a search of that day offers it."""
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     slots = availability.find_slots(
         session,
         ctx.tenant_id,
         service_id=service.id,
         provider_id=None,
-        start=start,
-        end=start + timedelta(seconds=1),
+        start=day,
+        end=day + timedelta(days=1),
         now=ctx.now,
-        limit=1,
     )
-    if slots and slots[0].start == start:
-        return slots[0].provider_id
+    for slot in slots:
+        if slot.start == start:
+            return slot.provider_id
     eligible = availability.eligible_providers(session.connection(), ctx.tenant_id, service.id)
     if any(_on_grid(session, ctx, service, pid, tz, start) for pid, tz in eligible):
         raise SlotTakenError(_next_slots(session, ctx, service, None, start))
