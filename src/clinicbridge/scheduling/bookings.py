@@ -39,6 +39,7 @@ from clinicbridge.scheduling.models import (
     Provider,
     ScheduleException,
     Service,
+    ServiceProvider,
     TimeClaim,
     WorkingHours,
 )
@@ -183,10 +184,8 @@ def create_booking(
     _check_patient(session, ctx, patient_id)
     if provider_id == ANY:
         provider_id = _pick_provider(session, ctx, service, start)
-    else:
-        _check_provider(session, ctx, service, provider_id)
-    _expire_due_holds(session, ctx.now, tenant_id=ctx.tenant_id, provider_id=provider_id)
-    claim = _take_seat(session, ctx, service, provider_id, start)
+    tz = _provider_tz(session, ctx, service, provider_id)
+    claim, location_id = _take_seat(session, ctx, service, provider_id, tz, start)
     status = "held" if hold_minutes else "booked"
     booking = Booking(
         id=new_id("bkg"),
@@ -194,7 +193,7 @@ def create_booking(
         claim_id=claim.id,
         service_id=service.id,
         provider_id=provider_id,
-        location_id=_location_at(session, ctx.tenant_id, provider_id, start),
+        location_id=location_id,
         patient_id=patient_id,
         status=status,
         starts_at=claim.starts_at,
@@ -244,12 +243,20 @@ def _check_patient(session: Session, ctx: Ctx, patient_id: str) -> None:
         raise InvalidInputError.one("patient_id", "no such patient", "not_found")
 
 
-def _check_provider(session: Session, ctx: Ctx, service: Service, provider_id: str) -> None:
-    eligible = dict(
-        availability.eligible_providers(session.connection(), ctx.tenant_id, service.id)
+def _provider_tz(session: Session, ctx: Ctx, service: Service, provider_id: str) -> str:
+    """The timezone of a provider who gives ``service``; InvalidInputError otherwise."""
+    tz = session.scalar(
+        sa.select(Provider.timezone)
+        .join(ServiceProvider, ServiceProvider.provider_id == Provider.id)
+        .where(
+            Provider.tenant_id == ctx.tenant_id,
+            Provider.id == provider_id,
+            Provider.is_active.is_(True),
+            ServiceProvider.service_id == service.id,
+        )
     )
-    if provider_id in eligible:
-        return
+    if tz is not None:
+        return tz
     exists = session.scalar(
         sa.select(Provider.id).where(
             Provider.tenant_id == ctx.tenant_id, Provider.id == provider_id
@@ -279,22 +286,29 @@ def _pick_provider(session: Session, ctx: Ctx, service: Service, start: datetime
         if slot.start == start:
             return slot.provider_id
     eligible = availability.eligible_providers(session.connection(), ctx.tenant_id, service.id)
-    if any(_on_grid(session, ctx, service, pid, tz, start) for pid, tz in eligible):
+    if any(_on_grid(_load(session, ctx, service, pid, tz, start), start) for pid, tz in eligible):
         raise SlotTakenError(_next_slots(session, ctx, service, None, start))
     raise _not_bookable()
 
 
-def _on_grid(
+def _load(
     session: Session, ctx: Ctx, service: Service, provider_id: str, tz: str, start: datetime
-) -> bool:
-    """Whether ``start`` would be a slot if nothing were booked: tells "taken" (409)
-    from "never bookable" (outside hours, notice or advance window: 422)."""
-    inp = availability.load_input(
+) -> availability.AvailabilityInput:
+    """What decides whether ``start`` is free: only the hours around it are read."""
+    return availability.load_input(
         session, ctx.tenant_id, service, provider_id, start, start + timedelta(seconds=1),
         ctx.now, timezone=tz,
     )  # fmt: skip
-    empty = replace(inp, busy=(), claims=(), blocked=())
-    return any(slot.start == start for slot in availability.compute_slots(empty))
+
+
+def _slot_at(inp: availability.AvailabilityInput, start: datetime) -> Slot | None:
+    return next((s for s in availability.compute_slots(inp) if s.start == start), None)
+
+
+def _on_grid(inp: availability.AvailabilityInput, start: datetime) -> bool:
+    """Whether ``start`` would be a slot if nothing were booked: tells "taken" (409)
+    from "never bookable" (outside hours, notice or advance window: 422)."""
+    return _slot_at(replace(inp, busy=(), claims=(), blocked=()), start) is not None
 
 
 def _not_bookable() -> InvalidInputError:
@@ -331,22 +345,23 @@ def _next_slots(
 
 
 def _take_seat(
-    session: Session, ctx: Ctx, service: Service, provider_id: str, start: datetime
-) -> TimeClaim:
-    """A seat on the claim for ``start``: joined (group service) or new. The database
-    has the last word on overlaps; losing there is SlotTakenError, as is losing here."""
-    slot = availability.slot_is_bookable(
-        session, ctx.tenant_id, service=service, provider_id=provider_id, start=start, now=ctx.now
-    )
+    session: Session, ctx: Ctx, service: Service, provider_id: str, tz: str, start: datetime
+) -> tuple[TimeClaim, str | None]:
+    """A seat on the claim for ``start`` (joined for a group service, or new) and the
+    location the provider works at then. The database has the last word on overlaps;
+    losing there is SlotTakenError, as is losing here."""
+    inp = _load(session, ctx, service, provider_id, tz, start)
+    slot = _slot_at(inp, start)
     if slot is None:
-        tz = session.scalar(sa.select(Provider.timezone).where(Provider.id == provider_id))
-        if tz is not None and _on_grid(session, ctx, service, provider_id, tz, start):
+        if _expire_due_holds(session, ctx.now, tenant_id=ctx.tenant_id, provider_id=provider_id):
+            return _take_seat(session, ctx, service, provider_id, tz, start)  # once more
+        if _on_grid(inp, start):
             raise SlotTakenError(_next_slots(session, ctx, service, provider_id, start))
         raise _not_bookable()
-    if service.capacity > 1:
-        joined = _join_group(session, ctx.tenant_id, service, provider_id, slot.start)
-        if joined is not None:
-            return joined
+    location_id = _location_at(session, ctx.tenant_id, provider_id, ZoneInfo(tz), inp, start)
+    joined = _join_group(session, ctx.tenant_id, service, provider_id, slot.start)
+    if joined is not None:
+        return joined, location_id
     claim = TimeClaim(
         id=new_id("clm"),
         tenant_id=ctx.tenant_id,
@@ -365,15 +380,22 @@ def _take_seat(
             session.add(claim)
     except IntegrityError:
         # Another booking took the time since the check above: the database refused.
+        # For a group, that may be the claim we can join (committed, so visible now).
+        joined = _join_group(session, ctx.tenant_id, service, provider_id, slot.start)
+        if joined is not None:
+            return joined, location_id
         raise SlotTakenError(_next_slots(session, ctx, service, provider_id, start)) from None
-    return claim
+    return claim, location_id
 
 
 def _join_group(
     session: Session, tenant_id: str, service: Service, provider_id: str, start: datetime
 ) -> TimeClaim | None:
     """One more seat on an open group claim at ``start``; the guarded UPDATE makes two
-    racing requests for the last seat serialize on the row, so capacity holds."""
+    racing requests for the last seat serialize on the row, so capacity holds. None when
+    there is no open claim to join (or the service seats one)."""
+    if service.capacity <= 1:
+        return None
     claim_id = session.scalar(
         sa.select(TimeClaim.id).where(
             TimeClaim.tenant_id == tenant_id,
@@ -392,7 +414,7 @@ def _join_group(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise SlotTakenError([])
+        return None  # the last seat went meanwhile
     claim = session.get(TimeClaim, claim_id, populate_existing=True)
     assert claim is not None
     return claim
@@ -424,12 +446,20 @@ def _unused_code(session: Session, tenant_id: str) -> str:
     raise RuntimeError("could not find an unused confirmation code")
 
 
-def _location_at(session: Session, tenant_id: str, provider_id: str, start: datetime) -> str | None:
+def _location_at(
+    session: Session,
+    tenant_id: str,
+    provider_id: str,
+    tz: ZoneInfo,
+    inp: availability.AvailabilityInput,
+    start: datetime,
+) -> str | None:
     """Where the provider works at ``start``: extra hours of that date first, then the
     weekly hours that contain it."""
-    tz = session.scalar(sa.select(Provider.timezone).where(Provider.id == provider_id))
-    local = start.astimezone(ZoneInfo(tz or "UTC"))
+    local = start.astimezone(tz)
     minute = local.hour * 60 + local.minute
+    if not any(e.kind == "extra_hours" and e.on_date == local.date() for e in inp.exceptions):
+        return _weekly_location(session, tenant_id, provider_id, local.weekday(), minute)
     extra = session.scalar(
         sa.select(ScheduleException.location_id).where(
             ScheduleException.tenant_id == tenant_id,
@@ -442,11 +472,17 @@ def _location_at(session: Session, tenant_id: str, provider_id: str, start: date
     )
     if extra is not None:
         return extra
+    return _weekly_location(session, tenant_id, provider_id, local.weekday(), minute)
+
+
+def _weekly_location(
+    session: Session, tenant_id: str, provider_id: str, weekday: int, minute: int
+) -> str | None:
     return session.scalar(
         sa.select(WorkingHours.location_id).where(
             WorkingHours.tenant_id == tenant_id,
             WorkingHours.provider_id == provider_id,
-            WorkingHours.weekday == local.weekday(),
+            WorkingHours.weekday == weekday,
             WorkingHours.start_minute <= minute,
             WorkingHours.end_minute > minute,
         )
@@ -472,21 +508,20 @@ def reschedule_booking(
     target = provider_id or booking.provider_id
     if target == ANY:
         target = _pick_provider(session, ctx, service, start)
-    elif target != booking.provider_id:
-        _check_provider(session, ctx, service, target)
+    tz = _provider_tz(session, ctx, service, target)
     before = {"start": booking.starts_at, "provider_id": booking.provider_id}
     old_claim = booking.claim_id
     try:
         with session.begin_nested():
             # Free our own time first, so a move by 15 minutes does not collide with itself.
             _release_seat(session, old_claim)
-            claim = _take_seat(session, ctx, service, target, start)
+            claim, location_id = _take_seat(session, ctx, service, target, tz, start)
     except SlotTakenError as exc:
         raise SlotTakenError([s for s in exc.next_slots if s.start != booking.starts_at]) from None
     from_status = booking.status
     booking.claim_id, booking.provider_id = claim.id, target
     booking.starts_at, booking.ends_at = claim.starts_at, claim.ends_at
-    booking.location_id = _location_at(session, ctx.tenant_id, target, claim.starts_at)
+    booking.location_id = location_id
     _touch(booking, ctx)
     after = {"start": booking.starts_at, "provider_id": booking.provider_id}
     details = {k: [before[k], after[k]] for k in before if before[k] != after[k]}
