@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -215,6 +216,56 @@ def test_any_provider_goes_to_the_one_with_fewest_bookings(
     assert chosen["2026-03-09T10:00:00-04:00"] == second  # the first is taken at 10:00
     assert chosen["2026-03-09T11:00:00-04:00"] == first  # the second is taken then
     assert chosen["2026-03-09T11:30:00-04:00"] == first
+
+
+def test_the_answer_is_find_slots_written_out(
+    client: TestClient, clinic: Clinic, setup: Setup, db: Database
+) -> None:
+    """Over a DST change, with claims and a busy block, for one provider or any, in the
+    providers' zone or another, limited or not: the slots of ``find_slots``, each written
+    as ``isoformat`` writes it."""
+    first, second = setup.providers
+    add_claim(db, clinic.id, first, setup.service, datetime(2026, 3, 6, 15, 0, tzinfo=UTC))
+    add_claim(db, clinic.id, second, setup.service, datetime(2026, 3, 9, 14, 0, tzinfo=UTC))
+    block = {"start": f"{MONDAY}T10:15:00-04:00", "end": f"{MONDAY}T11:00:00-04:00"}
+    _ok(
+        client.post(f"{API}/providers/{first}/busy-blocks", json=block, headers=clinic.headers), 201
+    )
+    lo, hi = "2026-03-06T00:00:00-05:00", "2026-03-11T00:00:00-04:00"
+    for provider, tz, limit in (
+        (first, None, None),
+        ("any", None, None),
+        ("any", "Asia/Kolkata", None),
+        (second, "UTC", 7),
+    ):
+        params = {"service_id": setup.service, "provider_id": provider, "from": lo, "to": hi}
+        if tz is not None:
+            params["tz"] = tz
+        if limit is not None:
+            params["limit"] = str(limit)
+        got = slots(client, clinic, **params)
+        with db.read() as session:
+            expected = availability.find_slots(
+                session,
+                clinic.id,
+                service_id=setup.service,
+                provider_id=None if provider == "any" else provider,
+                start=datetime.fromisoformat(lo),
+                end=datetime.fromisoformat(hi),
+                now=NOW,
+                limit=limit,
+            )
+        zone = ZoneInfo(tz or "America/Toronto")
+        assert len(got) == len(expected) > 0
+        assert got == [
+            {
+                "start": s.start.astimezone(zone).isoformat(),
+                "end": s.end.astimezone(zone).isoformat(),
+                "provider_id": s.provider_id,
+                "seats_left": s.seats_left,
+            }
+            for s in expected
+        ]
 
 
 def test_busy_blocks_take_time_and_give_it_back(

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Query, Response
 
 from clinicbridge.api.deps import DB, Paging, require
@@ -16,7 +18,7 @@ from clinicbridge.api.idempotency import IdempotentRoute
 from clinicbridge.api.schemas import ListOut
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
-from clinicbridge.core.tenancy import get_tenant
+from clinicbridge.core.tenancy import tenant_profile
 from clinicbridge.core.validation import check_timezone
 from clinicbridge.scheduling import availability, config
 from clinicbridge.scheduling.models import BusyBlock, ScheduleException, Service, WorkingHours
@@ -283,8 +285,66 @@ def _instant(name: str, raw: str, zone: Callable[[], ZoneInfo]) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=zone())
 
 
+_EPOCH = date(1970, 1, 1).toordinal()
+_MINUTES = [f"{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]  # "HH:MM:SS" by minute
+
+
+class _Iso:
+    """ISO-8601 text of epoch seconds, as ``datetime.isoformat`` writes it: from a known
+    UTC offset by arithmetic (date and offset text made once per day), else by the zone."""
+
+    def __init__(self) -> None:
+        self.days: dict[tuple[int, int], tuple[str, str]] = {}
+
+    def at(self, ts: int, offset: int) -> str:
+        local = ts + offset
+        day = local // 86_400
+        parts = self.days.get((day, offset))
+        if parts is None:
+            suffix = datetime.fromtimestamp(0, dt_timezone(timedelta(seconds=offset)))
+            parts = self.days[day, offset] = (
+                date.fromordinal(day + _EPOCH).isoformat() + "T",
+                suffix.isoformat()[19:],  # "+HH:MM" (or "+HH:MM:SS")
+            )
+        second = local - day * 86_400
+        if second % 60:
+            clock = f"{second // 3600:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+        else:
+            clock = _MINUTES[second // 60]
+        return parts[0] + clock + parts[1]
+
+    @staticmethod
+    def zoned(ts: int, zone: ZoneInfo) -> str:
+        return datetime.fromtimestamp(ts, zone).isoformat()
+
+
+def _slots_json(found: availability.Found, tz: str | None) -> bytes:
+    """``{"data": [{"start", "end", "provider_id", "seats_left"}, ...]}`` written directly:
+    no model or dict per slot; times in ``tz`` or else each provider's own zone."""
+    iso = _Iso()
+    length = found.length
+    zones: dict[str, ZoneInfo] = {}
+    own: dict[str, bool] = {}  # whether the engine's offsets (provider's zone) apply
+    pids: dict[str, str] = {}
+    items = []
+    for start, seats, offset, pid in found.rows:
+        quoted = pids.get(pid)
+        if quoted is None:
+            name = found.timezones[pid]
+            quoted = pids[pid] = json.dumps(pid)
+            zones[pid] = ZoneInfo(tz or name)
+            own[pid] = tz is None or tz == name
+        if offset is not None and own[pid]:
+            a, b = iso.at(start, offset), iso.at(start + length, offset)
+        else:
+            zone = zones[pid]
+            a, b = iso.zoned(start, zone), iso.zoned(start + length, zone)
+        items.append(f'{{"start":"{a}","end":"{b}","provider_id":{quoted},"seats_left":{seats}}}')
+    return ('{"data":[' + ",".join(items) + "]}").encode()
+
+
 @router.get("/availability", response_model=AvailabilityOut)
-def get_availability(
+async def get_availability(
     db: DB,
     ctx: Reader,
     service_id: Annotated[str, Query(min_length=1, max_length=32)],
@@ -302,18 +362,18 @@ def get_availability(
             check_timezone(tz)
         except ValueError as exc:
             raise InvalidInputError.one("tz", str(exc), "timezone") from None
-    with db.read() as session:
 
+    def search(conn: sa.Connection) -> bytes:
         def zone() -> ZoneInfo:  # the clinic's zone is read only when needed
-            return ZoneInfo(tz or get_tenant(session, ctx.tenant_id).timezone)
+            return ZoneInfo(tz or tenant_profile(conn, ctx.tenant_id)["timezone"])
 
         lo, hi = _instant("from", start, zone), _instant("to", end, zone)
         if lo >= hi:
             raise InvalidInputError.one("to", "must be after from", "range")
         if hi - lo > MAX_RANGE:
             raise InvalidInputError.one("to", "the range may span at most 62 days", "range")
-        slots = availability.find_slots(
-            session,
+        found = availability.search_slots(
+            conn,
             ctx.tenant_id,
             service_id=service_id,
             provider_id=None if provider_id == "any" else provider_id,
@@ -322,23 +382,9 @@ def get_availability(
             now=ctx.now,
             limit=limit,
         )
-        if tz is None:
-            names = availability.provider_timezones(
-                session, ctx.tenant_id, {s.provider_id for s in slots}
-            )
-            zones = {pid: ZoneInfo(name) for pid, name in names.items()}
-        else:
-            zones = dict.fromkeys({s.provider_id for s in slots}, ZoneInfo(tz))
-    # the hot path: plain JSON, no second validation of hundreds of slots by pydantic
-    body = {
-        "data": [
-            {
-                "start": s.start.astimezone(zones[s.provider_id]).isoformat(),
-                "end": s.end.astimezone(zones[s.provider_id]).isoformat(),
-                "provider_id": s.provider_id,
-                "seats_left": s.seats_left,
-            }
-            for s in slots
-        ]
-    }
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+        return _slots_json(found, tz)
+
+    # a Core read, inline on SQLite and on a worker thread on PostgreSQL (run_read_core):
+    # no thread hop per request and no ORM session
+    body = await db.run_read_core(search)
+    return Response(body, media_type="application/json")

@@ -18,17 +18,22 @@ Rules, in the provider's own timezone:
   stays bookable, with ``seats_left``.
 - Starts are at least ``min_notice`` after now and at most ``max_advance_days`` ahead.
 
-Internally instants are integer seconds since the epoch: the hot loop stays arithmetic
-and blockers are searched with ``bisect`` over merged, sorted intervals.
+Internally instants are integer seconds since the epoch: the hot loop stays arithmetic.
+Taken time is merged into sorted, disjoint intervals; on a plain day the free starts are
+found by walking the gaps between them (whole runs of the grid at once), otherwise
+(DST changes, partial time off, joinable group claims) start by start with ``bisect``.
+``search_slots`` and ``slot_starts`` answer epoch seconds and UTC offsets for callers
+that write many slots out (the availability API), without building datetimes.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from math import ceil
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -150,14 +155,17 @@ class _Blocks:
     """Disjoint sorted intervals; ``hits(a, b)`` is whether ``[a, b)`` overlaps one."""
 
     def __init__(self, intervals: Iterable[tuple[int, int]]) -> None:
-        merged: list[list[int]] = []
+        starts: list[int] = []
+        ends: list[int] = []
         for lo, hi in sorted(intervals):
-            if merged and lo <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], hi)
+            if ends and lo <= ends[-1]:
+                if hi > ends[-1]:
+                    ends[-1] = hi
             else:
-                merged.append([lo, hi])
-        self.starts = [m[0] for m in merged]
-        self.ends = [m[1] for m in merged]
+                starts.append(lo)
+                ends.append(hi)
+        self.starts = starts
+        self.ends = ends
 
     def hits(self, lo: int, hi: int) -> bool:
         i = bisect_left(self.starts, hi) - 1  # last interval starting before hi
@@ -188,8 +196,10 @@ def _wall_epoch(day: date, minute: int) -> int:
     return (day.toordinal() - _EPOCH_ORDINAL) * _DAY + minute * 60
 
 
+@lru_cache(maxsize=4096)
 def _offsets(tz: ZoneInfo, day: date, minute: int) -> tuple[int, int]:
-    """UTC offsets (seconds) of a wall time at fold 0 and fold 1."""
+    """UTC offsets (seconds) of a wall time at fold 0 and fold 1 (cached: the same days
+    and working hours come back in every search)."""
     day, minute = (day + timedelta(days=1), 0) if minute >= 1440 else (day, minute)
     naive = datetime(day.year, day.month, day.day, minute // 60, minute % 60)
     off0 = tz.utcoffset(naive)
@@ -221,35 +231,63 @@ def _bound(tz: ZoneInfo, day: date, minute: int, offsets: tuple[int, int]) -> in
     return hi
 
 
-def _grid(
-    tz: ZoneInfo, day: date, w_lo: int, w_hi: int, step: int, duration: int, lo: int, hi: int
-) -> Sequence[int]:
-    """Starts (epoch seconds, ascending) on the wall-clock grid of one working interval whose
-    appointment fits inside it, limited to ``[lo, hi]``.
-
-    A start in a DST gap is skipped; a repeated wall time counts once."""
+@lru_cache(maxsize=4096)
+def _frame(tz: ZoneInfo, day: date, w_lo: int, w_hi: int) -> tuple[int, int, int | None]:
+    """(first instant, end instant, UTC offset or None) of a working interval on one
+    local date; the offset is None when a DST change may lie inside the interval."""
     off_lo, off_hi = _offsets(tz, day, w_lo), _offsets(tz, day, w_hi)
     i_lo, i_hi = _bound(tz, day, w_lo, off_lo), _bound(tz, day, w_hi, off_hi)
+    same = off_lo[0] == off_lo[1] == off_hi[0] == off_hi[1]
+    return i_lo, i_hi, off_lo[0] if same else None
+
+
+def _grid(
+    tz: ZoneInfo, day: date, w_lo: int, w_hi: int, step: int, duration: int, lo: int, hi: int
+) -> tuple[Sequence[int], int | None]:
+    """Starts (epoch seconds, ascending) on the wall-clock grid of one working interval whose
+    appointment fits inside it, limited to ``[lo, hi]``; and the UTC offset of all of them
+    (and of their ends) when it is one, else None.
+
+    A start in a DST gap is skipped; a repeated wall time counts once."""
+    i_lo, i_hi, offset = _frame(tz, day, w_lo, w_hi)
     last = min(hi, i_hi - duration)
     every = step * 60
-    if len({*off_lo, *off_hi}) == 1:  # no DST change inside: plain arithmetic
+    if offset is not None:  # no DST change inside: plain arithmetic
         first = i_lo + max(0, -(-(lo - i_lo) // every)) * every
-        return range(first, last + 1, every)
+        return range(first, last + 1, every), offset
     starts = []
     for minute in range(w_lo, w_hi, step):
         start, exists = _instant(tz, day, minute)
         if exists and start >= i_lo and lo <= start <= last:
             starts.append(start)
-    return starts
+    return starts, None
 
 
-def _off_bounds(tz: ZoneInfo, day: date, off: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Partial time off as instants (a DST change at either end: the wider interval)."""
-    out = []
-    for a, b in off:
-        oa, ob = _offsets(tz, day, a), _offsets(tz, day, b)
-        out.append((_wall_epoch(day, a) - max(oa), _wall_epoch(day, b) - min(ob)))
-    return out
+def _free_starts(
+    grid: range, duration: int, before: int, after: int, starts: list[int], ends: list[int]
+) -> Iterator[range]:
+    """The starts of ``grid`` whose ``[start - before, start + duration + after)`` overlaps
+    none of the disjoint sorted intervals ``starts``/``ends``, as runs of the grid: a walk
+    over the gaps between intervals, not a search per start."""
+    if not grid:
+        return
+    every, last = grid.step, grid[-1]
+    s, count = grid.start, len(starts)
+    j = bisect_right(ends, s - before)  # the first interval that can touch s or later
+    while s <= last:
+        while j < count and ends[j] <= s - before:
+            j += 1
+        if j < count and starts[j] < s + duration + after:  # overlaps: skip past it
+            s += -(-(ends[j] + before - s) // every) * every
+            j += 1
+            continue
+        top = last if j == count else min(last, starts[j] - duration - after)
+        run = range(s, top + 1, every)  # free up to the next interval
+        if run:
+            yield run
+            s = run[-1] + every
+        if j == count:
+            return
 
 
 def _day_intervals(
@@ -270,8 +308,20 @@ def _day_intervals(
     return working, off
 
 
-def compute_slots(inp: AvailabilityInput) -> list[Slot]:
-    """Bookable slots of one provider for one service, sorted by start."""
+def _off_bounds(tz: ZoneInfo, day: date, off: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Partial time off as instants (a DST change at either end: the wider interval)."""
+    out = []
+    for a, b in off:
+        oa, ob = _offsets(tz, day, a), _offsets(tz, day, b)
+        out.append((_wall_epoch(day, a) - max(oa), _wall_epoch(day, b) - min(ob)))
+    return out
+
+
+def slot_starts(inp: AvailabilityInput) -> list[tuple[int, int, int | None]]:
+    """What ``compute_slots`` finds, as ``(start, seats_left, offset)`` sorted by start:
+    epoch seconds, and the provider's UTC offset (seconds) at the start and at the end of
+    the slot when the engine knows it is one and the same (else None). For callers that
+    format many slots: no datetime is built."""
     rules = inp.service
     tz = ZoneInfo(inp.timezone)
     now = _ts(inp.now)
@@ -281,7 +331,6 @@ def compute_slots(inp: AvailabilityInput) -> list[Slot]:
     if lo >= hi or lo > last:
         return []
     duration = rules.duration_minutes * 60
-    length = timedelta(seconds=duration)
     step = rules.slot_interval_minutes
     before, after = rules.buffer_before_minutes * 60, rules.buffer_after_minutes * 60
 
@@ -310,25 +359,33 @@ def compute_slots(inp: AvailabilityInput) -> list[Slot]:
     first_day = _utc(lo).astimezone(tz).date()
     last_day = _utc(min(hi - 1, last)).astimezone(tz).date()
     latest = min(hi - 1, last)
-    seen: set[int] = set()
-    out: list[tuple[int, Slot]] = []
+    # start -> (seats, offset). A start found twice (overlapping intervals, a repeated
+    # hour) is one slot: what a slot is depends on its start only.
+    found: dict[int, tuple[int, int | None]] = {}
     block_starts, block_ends = blocks.starts, blocks.ends
+    one_day = timedelta(days=1)
     day = first_day
     while day <= last_day:
         plan = _day_intervals(day, weekly, by_date.get(day, ()))
         if plan is None:
-            day += timedelta(days=1)
+            day += one_day
             continue
         working, off = plan
-        day_off = _off_bounds(tz, day, off)
+        day_off = _off_bounds(tz, day, off) if off else None
         for w_lo, w_hi in working:
-            grid = _grid(tz, day, w_lo, w_hi, step, duration, lo, latest)
+            grid, offset = _grid(tz, day, w_lo, w_hi, step, duration, lo, latest)
+            if isinstance(grid, range) and day_off is None and not joinable:
+                # the common case: runs of free starts between blocks
+                value = (rules.capacity, offset)
+                for run in _free_starts(grid, duration, before, after, block_starts, block_ends):
+                    found.update(dict.fromkeys(run, value))
+                continue
             k, count = 0, len(grid)
             while k < count:
                 start = grid[k]
                 end = start + duration
                 k += 1
-                if start in seen or (day_off and any(a < end and b > start for a, b in day_off)):
+                if start in found or (day_off and any(a < end and b > start for a, b in day_off)):
                     continue
                 b_lo, b_hi = start - before, end + after
                 i = bisect_left(block_starts, b_hi) - 1  # inlined _Blocks.hits: the hot path
@@ -338,13 +395,18 @@ def compute_slots(inp: AvailabilityInput) -> list[Slot]:
                     continue
                 if groups.hits(b_lo, b_hi, start):
                     continue
-                seen.add(start)
-                seats = groups.seats.get(start, rules.capacity)
-                at = _utc(start)
-                out.append((start, Slot(at, at + length, inp.provider_id, seats)))
-        day += timedelta(days=1)
-    out.sort(key=lambda pair: pair[0])
-    return [slot for _, slot in out]
+                found[start] = (groups.seats.get(start, rules.capacity), offset)
+        day += one_day
+    return [(start, seats, offset) for start, (seats, offset) in sorted(found.items())]
+
+
+def compute_slots(inp: AvailabilityInput) -> list[Slot]:
+    """Bookable slots of one provider for one service, sorted by start."""
+    length = inp.service.duration_minutes * 60
+    pid = inp.provider_id
+    return [
+        Slot(_utc(start), _utc(start + length), pid, seats) for start, seats, _ in slot_starts(inp)
+    ]
 
 
 # --- loading from the database ---------------------------------------------------------
@@ -422,6 +484,40 @@ _CLAIMS = sa.select(
 _PROVIDER_TZ = sa.select(Provider.timezone).where(
     Provider.tenant_id == _P("tenant_id"), Provider.id == _P("provider_id")
 )
+# Taken time of a service that seats one (no claim can be joined): busy blocks and claims
+# in one statement, only what is compared; ranked, also the seats each claim takes in the
+# range (to rank providers for "any").
+_in_range = sa.and_(
+    TimeClaim.starts_at >= _P("lo", type_=TimeClaim.starts_at.type),
+    TimeClaim.starts_at < _P("hi", type_=TimeClaim.starts_at.type),
+)
+
+
+def _taken(ranked: bool) -> sa.CompoundSelect[*tuple[Any, ...]]:
+    busy = sa.select(_Epoch(BusyBlock.starts_at), _EpochUp(BusyBlock.ends_at))
+    claims = sa.select(_Epoch(TimeClaim.blocked_from), _EpochUp(TimeClaim.blocked_until))
+    if ranked:
+        busy = busy.add_columns(sa.literal(0))
+        claims = claims.add_columns(sa.case((_in_range, TimeClaim.seats_taken), else_=0))
+    return sa.union_all(
+        busy.where(
+            BusyBlock.tenant_id == _P("tenant_id"),
+            BusyBlock.provider_id == _P("provider_id"),
+            BusyBlock.starts_at < _P("until", type_=BusyBlock.starts_at.type),
+            BusyBlock.ends_at > _P("since", type_=BusyBlock.ends_at.type),
+        ),
+        claims.where(
+            TimeClaim.tenant_id == _P("tenant_id"),
+            TimeClaim.provider_id == _P("provider_id"),
+            TimeClaim.active.is_(True),
+            TimeClaim.blocked_from < _P("until", type_=TimeClaim.blocked_from.type),
+            TimeClaim.blocked_until > _P("since", type_=TimeClaim.blocked_until.type),
+        ),
+    )
+
+
+_TAKEN_RANKED = _taken(True)
+_TAKEN = _taken(False)
 
 
 def load_input(
@@ -435,10 +531,28 @@ def load_input(
     *,
     timezone: str | None = None,
 ) -> AvailabilityInput:
-    """Everything ``compute_slots`` needs for one provider and ``[start, end)``: four
-    small selects, prepared once.
+    """Everything ``compute_slots`` needs for one provider and ``[start, end)``: three
+    or four small selects, prepared once.
 
     Raises InvalidInputError (``provider_id``) when the provider is not this clinic's."""
+    return _load_input(
+        session_or_connection, tenant_id, service, provider_id, start, end, now, timezone, True
+    )
+
+
+def _load_input(
+    session_or_connection: Reader,
+    tenant_id: str,
+    service: Service | ServiceRules,
+    provider_id: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    timezone: str | None,
+    rank: bool,
+) -> AvailabilityInput:
+    """``load_input``; ``rank=False`` leaves ``bookings_in_range`` at 0 (one provider:
+    nothing to rank) and reads a little less."""
     # Core statements on the session's connection: no ORM execution overhead
     conn = (
         session_or_connection.connection()
@@ -456,26 +570,32 @@ def load_input(
         minutes=rules.duration_minutes + rules.buffer_before_minutes + rules.buffer_after_minutes
     )
     window = {**key, "since": start - reach, "until": end + reach}
-    hours = [WeeklyInterval(*row) for row in conn.execute(_HOURS, key)]
+    hours = [WeeklyInterval(*row) for row in conn.execute(_HOURS, key).all()]
     days = {
         "first_day": start.astimezone(tz).date() - timedelta(days=1),
         "last_day": end.astimezone(tz).date() + timedelta(days=1),
     }
-    exceptions = [DateException(*row) for row in conn.execute(_EXCEPTIONS, {**key, **days})]
-    blocked: list[tuple[int, int]] = [(a, b) for a, b in conn.execute(_BUSY, window)]
+    exceptions = [DateException(*row) for row in conn.execute(_EXCEPTIONS, {**key, **days}).all()]
     joinable: list[Claim] = []
     booked = 0
-    lo, hi = _ts(start), _ts(end)
-    group = rules.capacity > 1
-    for at, b_from, b_until, service_id, capacity, seats in conn.execute(_CLAIMS, window):
-        if lo <= at < hi:
-            booked += seats
-        if group and service_id == rules.id and seats < capacity:
-            joinable.append(
-                Claim(_utc(at), _utc(b_from), _utc(b_until), service_id, capacity, seats)
-            )
-        else:
-            blocked.append((b_from, b_until))
+    if rules.capacity == 1 and rank:
+        rows = conn.execute(_TAKEN_RANKED, {**window, "lo": start, "hi": end}).all()
+        blocked: list[tuple[int, int]] = [(a, b) for a, b, _ in rows]
+        booked = sum(seats for _, _, seats in rows)
+    elif rules.capacity == 1:
+        blocked = [(a, b) for a, b in conn.execute(_TAKEN, window).all()]
+    else:
+        blocked = [(a, b) for a, b in conn.execute(_BUSY, window).all()]
+        lo, hi = _ts(start), _ts(end)
+        for at, b_from, b_until, service_id, capacity, seats in conn.execute(_CLAIMS, window).all():
+            if lo <= at < hi:
+                booked += seats
+            if service_id == rules.id and seats < capacity:
+                joinable.append(
+                    Claim(_utc(at), _utc(b_from), _utc(b_until), service_id, capacity, seats)
+                )
+            else:
+                blocked.append((b_from, b_until))
     return AvailabilityInput(
         provider_id=provider_id,
         timezone=timezone,
@@ -547,6 +667,81 @@ def _aware(name: str, value: datetime) -> datetime:
     return value
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a search found, for callers that format many slots without building datetimes:
+    ``rows`` are ``(start, seats_left, offset, provider_id)`` sorted by start (epoch seconds;
+    ``offset`` as in ``slot_starts``), ``timezones`` the IANA zone of each provider
+    searched, ``length`` the slots' length in seconds."""
+
+    rows: list[tuple[int, int, int | None, str]]
+    timezones: dict[str, str]
+    length: int
+
+    def slots(self) -> list[Slot]:
+        length = self.length
+        return [
+            Slot(_utc(start), _utc(start + length), pid, seats)
+            for start, seats, _, pid in self.rows
+        ]
+
+
+def search_slots(
+    conn: Reader,
+    tenant_id: str,
+    *,
+    service_id: str,
+    provider_id: str | None,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    limit: int | None = None,
+) -> Found:
+    """``find_slots`` on a connection (or session), answering ``Found``."""
+    start, end = _aware("from", start), _aware("to", end)
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    rules = _service_rules(conn, tenant_id, service_id)
+    length = (rules.duration_minutes if rules is not None else 0) * 60
+    if rules is None:
+        return Found([], {}, length)
+    eligible = eligible_providers(conn, tenant_id, service_id)
+    if provider_id is not None:
+        chosen = [p for p in eligible if p[0] == provider_id]
+        if not chosen:
+            exists = conn.execute(
+                sa.select(Provider.is_active).where(
+                    Provider.tenant_id == tenant_id, Provider.id == provider_id
+                )
+            ).first()
+            if exists is None:
+                raise InvalidInputError.one("provider_id", "no such provider", "not_found")
+            if not exists[0]:
+                return Found([], {}, length)
+            raise InvalidInputError.one(
+                "provider_id", "this provider does not give this service", "not_eligible"
+            )
+        eligible = chosen
+    rows: list[tuple[int, int, int | None, str]]
+    if len(eligible) == 1:
+        pid, tz = eligible[0]
+        inp = _load_input(conn, tenant_id, rules, pid, start, end, now, tz, False)
+        rows = [(at, seats, offset, pid) for at, seats, offset in slot_starts(inp)]
+    else:
+        per_start: dict[int, tuple[int, str, int, int | None]] = {}
+        for pid, tz in eligible:
+            inp = load_input(conn, tenant_id, rules, pid, start, end, now, timezone=tz)
+            booked = inp.bookings_in_range
+            for at, seats, offset in slot_starts(inp):
+                best = per_start.get(at)
+                if best is None or (booked, pid) < best[:2]:
+                    per_start[at] = (booked, pid, seats, offset)
+        rows = [(at, r[2], r[3], r[1]) for at, r in sorted(per_start.items())]
+    if limit is not None:
+        rows = rows[:limit]
+    return Found(rows, dict(eligible), length)
+
+
 def find_slots(
     session: Session,
     tenant_id: str,
@@ -564,38 +759,16 @@ def find_slots(
     bookings in the range (ties: lowest id), so the choice is deterministic.
     Unknown service or provider, or a provider who does not give the service:
     InvalidInputError naming ``service_id`` / ``provider_id``."""
-    start, end = _aware("from", start), _aware("to", end)
-    conn = session.connection()
-    rules = _service_rules(conn, tenant_id, service_id)
-    if rules is None:
-        return []
-    eligible = eligible_providers(conn, tenant_id, service_id)
-    if provider_id is not None:
-        chosen = [p for p in eligible if p[0] == provider_id]
-        if not chosen:
-            exists = session.execute(
-                sa.select(Provider.is_active).where(
-                    Provider.tenant_id == tenant_id, Provider.id == provider_id
-                )
-            ).first()
-            if exists is None:
-                raise InvalidInputError.one("provider_id", "no such provider", "not_found")
-            if not exists[0]:
-                return []
-            raise InvalidInputError.one(
-                "provider_id", "this provider does not give this service", "not_eligible"
-            )
-        eligible = chosen
-    per_start: dict[datetime, tuple[int, str, Slot]] = {}
-    for pid, tz in eligible:
-        inp = load_input(conn, tenant_id, rules, pid, start, end, now, timezone=tz)
-        for slot in compute_slots(inp):
-            rank = (inp.bookings_in_range, pid, slot)
-            best = per_start.get(slot.start)
-            if best is None or rank[:2] < best[:2]:
-                per_start[slot.start] = rank
-    slots = [per_start[key][2] for key in sorted(per_start)]
-    return slots[:limit] if limit is not None else slots
+    return search_slots(
+        session,
+        tenant_id,
+        service_id=service_id,
+        provider_id=provider_id,
+        start=start,
+        end=end,
+        now=now,
+        limit=limit,
+    ).slots()
 
 
 def slot_is_bookable(
