@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from clinicbridge.scheduling.availability import (
+from clinicbridge.scheduling.slots import (
     AvailabilityInput,
     ServiceRules,
     Slot,

@@ -16,9 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clinicbridge.api.scheduling import _slots_json
-from clinicbridge.scheduling.availability import (
+from clinicbridge.scheduling.availability import Found
+from clinicbridge.scheduling.slots import (
     AvailabilityInput,
-    Found,
     ServiceRules,
     WeeklyInterval,
     _Blocks,

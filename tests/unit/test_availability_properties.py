@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clinicbridge.scheduling.availability import (
+from clinicbridge.scheduling.slots import (
     AvailabilityInput,
     Claim,
     ServiceRules,

@@ -30,7 +30,6 @@ from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.jobs.registry import JobContext, PeriodicTask, registry
 from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling import availability
-from clinicbridge.scheduling.availability import Slot
 from clinicbridge.scheduling.events import record_change
 from clinicbridge.scheduling.models import (
     ACTIVE_STATUSES,
@@ -43,6 +42,7 @@ from clinicbridge.scheduling.models import (
     TimeClaim,
     WorkingHours,
 )
+from clinicbridge.scheduling.slots import Slot
 
 ANY = "any"
 SOURCES = ("api", "admin", "public", "voice")

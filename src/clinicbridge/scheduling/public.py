@@ -34,8 +34,8 @@ from clinicbridge.core.validation import check_slug, check_timezone
 from clinicbridge.patients.schemas import BirthDate, PersonName, RawPhone
 from clinicbridge.patients.service import find_or_create_patient
 from clinicbridge.scheduling import availability, bookings
-from clinicbridge.scheduling.availability import Slot
 from clinicbridge.scheduling.models import Provider, Service, ServiceProvider
+from clinicbridge.scheduling.slots import Slot
 
 SOURCE = "public"
 ACTOR_ID = "public_booking"
