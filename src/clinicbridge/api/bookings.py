@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
@@ -30,7 +29,7 @@ from clinicbridge.scheduling.booking_schemas import (
     BookingReschedule,
     BookingStatusFilter,
 )
-from clinicbridge.scheduling.models import Booking, Provider
+from clinicbridge.scheduling.models import Booking
 
 router = APIRouter(tags=["bookings"], route_class=IdempotentRoute)
 Reader = Annotated[Ctx, require("bookings:read")]
@@ -40,11 +39,7 @@ ONE = "/bookings/{booking_id}"
 
 
 def _timezones(session: Session, rows: Iterable[Booking]) -> dict[str, ZoneInfo]:
-    ids = {row.provider_id for row in rows}
-    if not ids:
-        return {}
-    found = session.execute(sa.select(Provider.id, Provider.timezone).where(Provider.id.in_(ids)))
-    return {pid: ZoneInfo(name) for pid, name in found}
+    return bookings.provider_zones(session, {row.provider_id for row in rows})
 
 
 def _out(row: Booking, tz: ZoneInfo) -> BookingOut:
@@ -72,17 +67,19 @@ def _one(session: Session, row: Booking) -> BookingOut:
 
 
 @router.post("/bookings", status_code=201, response_model=BookingOut)
-def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut:
+async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut:
     """Book a slot for a patient (``patient_id``, or ``patient`` details matched to an
     existing record or created). ``hold_minutes`` holds it instead, until confirmed."""
-    with db.write() as session:
+    if body.patient is not None and not ctx.has("patients:write"):
+        raise InvalidInputError.one(
+            "patient",
+            "creating patients needs the permission patients:write; send patient_id instead",
+            "permission",
+        )
+
+    def book(session: Session) -> BookingOut:
         patient_id = body.patient_id
         if body.patient is not None:
-            if not ctx.has("patients:write"):
-                raise InvalidInputError.one(
-                    "patient", "creating patients needs the permission patients:write; "
-                    "send patient_id instead", "permission",
-                )  # fmt: skip
             patient, _ = find_or_create_patient(
                 session, ctx, **body.patient.model_dump(), source="booking"
             )
@@ -99,6 +96,8 @@ def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut:
             hold_minutes=body.hold_minutes,
         )
         return _one(session, row)
+
+    return await db.run_write(book)
 
 
 @router.get("/bookings", response_model=ListOut[BookingOut])

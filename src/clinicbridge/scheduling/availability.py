@@ -99,9 +99,12 @@ def _epoch_default(element: _Epoch, compiler: Any, **kw: Any) -> str:
 
 
 _P = sa.bindparam
-_HOURS = sa.select(WorkingHours.weekday, WorkingHours.start_minute, WorkingHours.end_minute).where(
-    WorkingHours.tenant_id == _P("tenant_id"), WorkingHours.provider_id == _P("provider_id")
-)
+_HOURS = sa.select(
+    WorkingHours.weekday,
+    WorkingHours.start_minute,
+    WorkingHours.end_minute,
+    WorkingHours.location_id,
+).where(WorkingHours.tenant_id == _P("tenant_id"), WorkingHours.provider_id == _P("provider_id"))
 _EXCEPTIONS = sa.select(
     ScheduleException.on_date,
     ScheduleException.kind,

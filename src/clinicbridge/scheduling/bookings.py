@@ -12,10 +12,10 @@ Every change goes through ``events.record_change`` in the caller's transaction.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -40,7 +40,6 @@ from clinicbridge.scheduling.models import (
     Service,
     ServiceProvider,
     TimeClaim,
-    WorkingHours,
 )
 from clinicbridge.scheduling.slots import Slot
 
@@ -51,8 +50,61 @@ CODE_ALPHABET = "ACDEFGHJKMNPQRTUVWXY34679"
 MAX_HOLD_MINUTES = 60
 NEXT_SLOTS = 5
 NEXT_SLOTS_HORIZON = timedelta(days=14)
+FIRST_LOOK = timedelta(days=1)
 RELEASE_HOLDS_KIND = "scheduling.release_holds"
 RELEASE_BATCH = 200
+
+
+@dataclass(frozen=True)
+class Seat:
+    """The claim a booking sits on, and the exact times the engine gave the slot."""
+
+    claim_id: str
+    starts_at: datetime
+    ends_at: datetime
+
+
+_ZONES = "clinicbridge.provider_zones"  # session.info: provider timezones read in this session
+
+
+def provider_zones(session: Session, provider_ids: Iterable[str]) -> dict[str, ZoneInfo]:
+    """Timezones of providers, from those this session already read when it could."""
+    known: dict[str, str] = session.info.get(_ZONES, {})
+    zones = {pid: known[pid] for pid in provider_ids if pid in known}
+    missing = set(provider_ids) - zones.keys()
+    if missing:
+        rows = session.execute(
+            sa.select(Provider.id, Provider.timezone).where(Provider.id.in_(missing))
+        )
+        zones.update({pid: name for pid, name in rows})
+    return {pid: ZoneInfo(name) for pid, name in zones.items()}
+
+
+# Built once: composing statements costs more than running these small ones.
+_P = sa.bindparam
+_SERVICE = sa.select(Service).where(Service.tenant_id == _P("tenant_id"), Service.id == _P("id"))
+_PATIENT = sa.select(Patient.id).where(Patient.tenant_id == _P("tenant_id"), Patient.id == _P("id"))
+_PROVIDER_TZ = (
+    sa.select(Provider.timezone)
+    .join(ServiceProvider, ServiceProvider.provider_id == Provider.id)
+    .where(
+        Provider.tenant_id == _P("tenant_id"),
+        Provider.id == _P("provider_id"),
+        Provider.is_active.is_(True),
+        ServiceProvider.service_id == _P("service_id"),
+    )
+)
+_CODE_TAKEN = sa.select(Booking.id).where(
+    Booking.tenant_id == _P("tenant_id"), Booking.confirmation_code == _P("code")
+)
+_INSERT_CLAIM = cast(sa.Table, TimeClaim.__table__).insert()  # Core: the ORM's bulk path costs more
+_OPEN_GROUP_CLAIM = sa.select(TimeClaim.id).where(
+    TimeClaim.tenant_id == _P("tenant_id"),
+    TimeClaim.provider_id == _P("provider_id"),
+    TimeClaim.service_id == _P("service_id"),
+    TimeClaim.starts_at == _P("starts_at", type_=TimeClaim.starts_at.type),
+    TimeClaim.active.is_(True),
+)
 
 
 class SlotTakenError(ConflictError):
@@ -190,7 +242,7 @@ def create_booking(
     booking = Booking(
         id=new_id("bkg"),
         tenant_id=ctx.tenant_id,
-        claim_id=claim.id,
+        claim_id=claim.claim_id,
         service_id=service.id,
         provider_id=provider_id,
         location_id=location_id,
@@ -207,15 +259,12 @@ def create_booking(
         updated_at=ctx.now,
     )
     session.add(booking)
-    session.flush()
     record_change(session, ctx, booking, "held" if hold_minutes else "created", from_status=None)
     return booking
 
 
 def _service(session: Session, ctx: Ctx, service_id: str) -> Service:
-    service = session.scalars(
-        scoped_select(Service, ctx.tenant_id).where(Service.id == service_id)
-    ).first()
+    service = session.scalars(_SERVICE, {"tenant_id": ctx.tenant_id, "id": service_id}).first()
     if service is None:
         raise InvalidInputError.one("service_id", "no such service", "not_found")
     if not service.is_active:
@@ -236,26 +285,17 @@ def _check_start(ctx: Ctx, start: datetime) -> datetime:
 
 
 def _check_patient(session: Session, ctx: Ctx, patient_id: str) -> None:
-    found = session.scalar(
-        sa.select(Patient.id).where(Patient.tenant_id == ctx.tenant_id, Patient.id == patient_id)
-    )
+    found = session.scalar(_PATIENT, {"tenant_id": ctx.tenant_id, "id": patient_id})
     if found is None:
         raise InvalidInputError.one("patient_id", "no such patient", "not_found")
 
 
 def _provider_tz(session: Session, ctx: Ctx, service: Service, provider_id: str) -> str:
     """The timezone of a provider who gives ``service``; InvalidInputError otherwise."""
-    tz = session.scalar(
-        sa.select(Provider.timezone)
-        .join(ServiceProvider, ServiceProvider.provider_id == Provider.id)
-        .where(
-            Provider.tenant_id == ctx.tenant_id,
-            Provider.id == provider_id,
-            Provider.is_active.is_(True),
-            ServiceProvider.service_id == service.id,
-        )
-    )
+    key = {"tenant_id": ctx.tenant_id, "provider_id": provider_id, "service_id": service.id}
+    tz = session.scalar(_PROVIDER_TZ, key)
     if tz is not None:
+        session.info.setdefault(_ZONES, {})[provider_id] = tz
         return tz
     exists = session.scalar(
         sa.select(Provider.id).where(
@@ -323,17 +363,26 @@ def _not_bookable() -> InvalidInputError:
 def _next_slots(
     session: Session, ctx: Ctx, service: Service, provider_id: str | None, after: datetime
 ) -> list[Slot]:
-    """The next free slots, in each provider's timezone (as the caller will show them)."""
-    slots = availability.find_slots(
-        session,
-        ctx.tenant_id,
-        service_id=service.id,
-        provider_id=provider_id,
-        start=max(after, ctx.now),
-        end=max(after, ctx.now) + NEXT_SLOTS_HORIZON,
-        now=ctx.now,
-        limit=NEXT_SLOTS,
-    )
+    """The next free slots, in each provider's timezone (as the caller will show them).
+    The next day first: usually enough, and a fraction of the cost of two weeks."""
+    since = max(after, ctx.now)
+    slots: list[Slot] = []
+    for begin, end in (
+        (since, since + FIRST_LOOK),
+        (since + FIRST_LOOK, since + NEXT_SLOTS_HORIZON),
+    ):
+        slots += availability.find_slots(
+            session,
+            ctx.tenant_id,
+            service_id=service.id,
+            provider_id=provider_id,
+            start=begin,
+            end=end,
+            now=ctx.now,
+            limit=NEXT_SLOTS - len(slots),
+        )
+        if len(slots) >= NEXT_SLOTS:
+            break
     zones = availability.provider_timezones(
         session.connection(), ctx.tenant_id, {s.provider_id for s in slots}
     )
@@ -346,7 +395,7 @@ def _next_slots(
 
 def _take_seat(
     session: Session, ctx: Ctx, service: Service, provider_id: str, tz: str, start: datetime
-) -> tuple[TimeClaim, str | None]:
+) -> tuple[Seat, str | None]:
     """A seat on the claim for ``start`` (joined for a group service, or new) and the
     location the provider works at then. The database has the last word on overlaps;
     losing there is SlotTakenError, as is losing here."""
@@ -359,52 +408,46 @@ def _take_seat(
             raise SlotTakenError(_next_slots(session, ctx, service, provider_id, start))
         raise _not_bookable()
     location_id = _location_at(session, ctx.tenant_id, provider_id, ZoneInfo(tz), inp, start)
-    joined = _join_group(session, ctx.tenant_id, service, provider_id, slot.start)
+    joined = _join_group(session, ctx.tenant_id, service, provider_id, slot)
     if joined is not None:
         return joined, location_id
-    claim = TimeClaim(
-        id=new_id("clm"),
-        tenant_id=ctx.tenant_id,
-        provider_id=provider_id,
-        service_id=service.id,
-        starts_at=slot.start,
-        ends_at=slot.end,
-        blocked_from=slot.start - timedelta(minutes=service.buffer_before_minutes or 0),
-        blocked_until=slot.end + timedelta(minutes=service.buffer_after_minutes or 0),
-        capacity=service.capacity,
-        seats_taken=1,
-        active=True,
-    )
+    claim_id = new_id("clm")
+    claim = {
+        "id": claim_id,
+        "tenant_id": ctx.tenant_id,
+        "provider_id": provider_id,
+        "service_id": service.id,
+        "starts_at": slot.start,
+        "ends_at": slot.end,
+        "blocked_from": slot.start - timedelta(minutes=service.buffer_before_minutes or 0),
+        "blocked_until": slot.end + timedelta(minutes=service.buffer_after_minutes or 0),
+        "capacity": service.capacity,
+        "seats_taken": 1,
+        "active": True,
+    }
     try:
         with session.begin_nested():
-            session.add(claim)
+            session.connection().execute(_INSERT_CLAIM, [claim])
     except IntegrityError:
         # Another booking took the time since the check above: the database refused.
         # For a group, that may be the claim we can join (committed, so visible now).
-        joined = _join_group(session, ctx.tenant_id, service, provider_id, slot.start)
+        joined = _join_group(session, ctx.tenant_id, service, provider_id, slot)
         if joined is not None:
             return joined, location_id
         raise SlotTakenError(_next_slots(session, ctx, service, provider_id, start)) from None
-    return claim, location_id
+    return Seat(claim_id, slot.start, slot.end), location_id
 
 
 def _join_group(
-    session: Session, tenant_id: str, service: Service, provider_id: str, start: datetime
-) -> TimeClaim | None:
+    session: Session, tenant_id: str, service: Service, provider_id: str, slot: Slot
+) -> Seat | None:
     """One more seat on an open group claim at ``start``; the guarded UPDATE makes two
     racing requests for the last seat serialize on the row, so capacity holds. None when
     there is no open claim to join (or the service seats one)."""
     if service.capacity <= 1:
         return None
-    claim_id = session.scalar(
-        sa.select(TimeClaim.id).where(
-            TimeClaim.tenant_id == tenant_id,
-            TimeClaim.provider_id == provider_id,
-            TimeClaim.service_id == service.id,
-            TimeClaim.starts_at == start,
-            TimeClaim.active.is_(True),
-        )
-    )
+    key = {"tenant_id": tenant_id, "provider_id": provider_id, "service_id": service.id}
+    claim_id = session.scalar(_OPEN_GROUP_CLAIM, {**key, "starts_at": slot.start})
     if claim_id is None:
         return None
     result = session.execute(
@@ -415,9 +458,7 @@ def _join_group(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None  # the last seat went meanwhile
-    claim = session.get(TimeClaim, claim_id, populate_existing=True)
-    assert claim is not None
-    return claim
+    return Seat(claim_id, slot.start, slot.end)
 
 
 def _release_seat(session: Session, claim_id: str) -> None:
@@ -436,11 +477,7 @@ def _release_seat(session: Session, claim_id: str) -> None:
 def _unused_code(session: Session, tenant_id: str) -> str:
     for _ in range(10):
         code = new_confirmation_code()
-        taken = session.scalar(
-            sa.select(Booking.id).where(
-                Booking.tenant_id == tenant_id, Booking.confirmation_code == code
-            )
-        )
+        taken = session.scalar(_CODE_TAKEN, {"tenant_id": tenant_id, "code": code})
         if taken is None:
             return code
     raise RuntimeError("could not find an unused confirmation code")
@@ -455,37 +492,30 @@ def _location_at(
     start: datetime,
 ) -> str | None:
     """Where the provider works at ``start``: extra hours of that date first, then the
-    weekly hours that contain it."""
+    weekly hours that contain it (already loaded with the slot check)."""
     local = start.astimezone(tz)
     minute = local.hour * 60 + local.minute
-    if not any(e.kind == "extra_hours" and e.on_date == local.date() for e in inp.exceptions):
-        return _weekly_location(session, tenant_id, provider_id, local.weekday(), minute)
-    extra = session.scalar(
-        sa.select(ScheduleException.location_id).where(
-            ScheduleException.tenant_id == tenant_id,
-            ScheduleException.provider_id == provider_id,
-            ScheduleException.on_date == local.date(),
-            ScheduleException.kind == "extra_hours",
-            ScheduleException.start_minute <= minute,
-            ScheduleException.end_minute > minute,
+    if any(e.kind == "extra_hours" and e.on_date == local.date() for e in inp.exceptions):
+        extra = session.scalar(
+            sa.select(ScheduleException.location_id).where(
+                ScheduleException.tenant_id == tenant_id,
+                ScheduleException.provider_id == provider_id,
+                ScheduleException.on_date == local.date(),
+                ScheduleException.kind == "extra_hours",
+                ScheduleException.start_minute <= minute,
+                ScheduleException.end_minute > minute,
+            )
         )
-    )
-    if extra is not None:
-        return extra
-    return _weekly_location(session, tenant_id, provider_id, local.weekday(), minute)
-
-
-def _weekly_location(
-    session: Session, tenant_id: str, provider_id: str, weekday: int, minute: int
-) -> str | None:
-    return session.scalar(
-        sa.select(WorkingHours.location_id).where(
-            WorkingHours.tenant_id == tenant_id,
-            WorkingHours.provider_id == provider_id,
-            WorkingHours.weekday == weekday,
-            WorkingHours.start_minute <= minute,
-            WorkingHours.end_minute > minute,
-        )
+        if extra is not None:
+            return extra
+    weekday = local.weekday()
+    return next(
+        (
+            h.location_id
+            for h in inp.hours
+            if h.weekday == weekday and h.start_minute <= minute < h.end_minute
+        ),
+        None,
     )
 
 
@@ -519,7 +549,7 @@ def reschedule_booking(
     except SlotTakenError as exc:
         raise SlotTakenError([s for s in exc.next_slots if s.start != booking.starts_at]) from None
     from_status = booking.status
-    booking.claim_id, booking.provider_id = claim.id, target
+    booking.claim_id, booking.provider_id = claim.claim_id, target
     booking.starts_at, booking.ends_at = claim.starts_at, claim.ends_at
     booking.location_id = location_id
     _touch(booking, ctx)

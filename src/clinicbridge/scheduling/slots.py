@@ -83,6 +83,7 @@ class WeeklyInterval:
     weekday: int  # 0 = Monday
     start_minute: int
     end_minute: int
+    location_id: str | None = field(default=None, compare=False)  # where: not what is free
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,23 @@ def publish(
     now: datetime,
 ) -> int:
     """Queue ``event_type`` for every enabled endpoint subscribed to it; returns how many."""
-    endpoints = session.scalars(
-        scoped_select(WebhookEndpoint, tenant_id).where(WebhookEndpoint.enabled.is_(True))
+    # Every booking change publishes: read only ids and subscriptions, most clinics
+    # subscribe to few types, and load the endpoints that match.
+    subscribed = session.execute(_SUBSCRIPTIONS, {"tenant_id": tenant_id})
+    wanted = [eid for eid, types in subscribed if matches(types, event_type)]
+    if not wanted:
+        return 0
+    targets = session.scalars(
+        scoped_select(WebhookEndpoint, tenant_id)
+        .where(WebhookEndpoint.id.in_(wanted))
+        .order_by(WebhookEndpoint.id)
     ).all()
-    targets = [e for e in endpoints if matches(e.event_types, event_type)]
     return len(_deliver(session, tenant_id, targets, event_type, data, now))
+
+
+_SUBSCRIPTIONS = sa.select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+    WebhookEndpoint.tenant_id == sa.bindparam("tenant_id"), WebhookEndpoint.enabled.is_(True)
+)
 
 
 def _deliver(
