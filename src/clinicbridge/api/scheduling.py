@@ -20,7 +20,7 @@ from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.tenancy import tenant_profile
 from clinicbridge.core.validation import check_timezone
-from clinicbridge.scheduling import availability, config
+from clinicbridge.scheduling import availability, config, slot_cache
 from clinicbridge.scheduling.models import BusyBlock, ScheduleException, Service, WorkingHours
 from clinicbridge.scheduling.schemas import (
     AvailabilityOut,
@@ -47,6 +47,7 @@ router = APIRouter(tags=["scheduling"], route_class=IdempotentRoute)
 Reader = Annotated[Ctx, require("schedule:read")]
 Writer = Annotated[Ctx, require("schedule:write")]
 MAX_RANGE = timedelta(days=62)
+SLOTS = slot_cache.SlotCache()  # computed answers, reused while the schedule is unchanged
 PROVIDER = "/providers/{provider_id}"
 
 
@@ -364,6 +365,18 @@ async def get_availability(
             raise InvalidInputError.one("tz", str(exc), "timezone") from None
 
     def search(conn: sa.Connection) -> bytes:
+        depends_on = slot_cache.stamp(conn, ctx.tenant_id, service_id)
+        key = (ctx.tenant_id, service_id, provider_id, start, end, tz, limit,
+               slot_cache.clock_bucket(ctx.now), depends_on)  # fmt: skip
+        cached = SLOTS.get(key) if depends_on is not None else None
+        if cached is not None:
+            return cached
+        body = _search(conn)
+        if depends_on is not None:
+            SLOTS.put(key, body)
+        return body
+
+    def _search(conn: sa.Connection) -> bytes:
         def zone() -> ZoneInfo:  # the clinic's zone is read only when needed
             return ZoneInfo(tz or tenant_profile(conn, ctx.tenant_id)["timezone"])
 

@@ -58,6 +58,10 @@ class Provider(Base):
     email: Mapped[str | None] = mapped_column(sa.String(320), nullable=True)
     timezone: Mapped[str] = mapped_column(sa.String(64))
     is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    # Bumped by database triggers whenever anything that shapes this provider's slots
+    # changes (claims, busy blocks, hours, exceptions, services given): the key under
+    # which computed availability may be reused. Never written by Python.
+    schedule_version: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
