@@ -4,8 +4,7 @@ locations, providers (hours, exceptions, busy blocks), services, ``/availability
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -21,6 +20,7 @@ from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.tenancy import tenant_profile
 from clinicbridge.core.validation import check_timezone
 from clinicbridge.scheduling import availability, config, slot_cache
+from clinicbridge.scheduling.availability import parse_instant
 from clinicbridge.scheduling.models import BusyBlock, ScheduleException, Service, WorkingHours
 from clinicbridge.scheduling.schemas import (
     AvailabilityOut,
@@ -272,20 +272,6 @@ def _service_out(service: Service, provider_ids: list[str]) -> ServiceOut:
 # --- availability -----------------------------------------------------------------------
 
 
-def _instant(name: str, raw: str, zone: Callable[[], ZoneInfo]) -> datetime:
-    """ISO-8601 with an offset; a date or a time without offset is read in ``zone()``."""
-    try:
-        if len(raw) == 10:
-            value = datetime.combine(date.fromisoformat(raw), time(0))
-        else:
-            value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInputError.one(
-            name, "must be an ISO-8601 date or date-time, e.g. 2026-03-09T09:00-05:00"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone())
-
-
 _EPOCH = date(1970, 1, 1).toordinal()
 _MINUTES = [f"{m // 60:02d}:{m % 60:02d}:00" for m in range(1440)]  # "HH:MM:SS" by minute
 
@@ -380,7 +366,7 @@ async def get_availability(
         def zone() -> ZoneInfo:  # the clinic's zone is read only when needed
             return ZoneInfo(tz or tenant_profile(conn, ctx.tenant_id)["timezone"])
 
-        lo, hi = _instant("from", start, zone), _instant("to", end, zone)
+        lo, hi = parse_instant("from", start, zone), parse_instant("to", end, zone)
         if lo >= hi:
             raise InvalidInputError.one("to", "must be after from", "range")
         if hi - lo > MAX_RANGE:

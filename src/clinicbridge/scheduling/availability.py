@@ -11,9 +11,9 @@ building datetimes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -55,6 +55,7 @@ __all__ = [
     "eligible_providers",
     "find_slots",
     "load_input",
+    "parse_instant",
     "provider_timezones",
     "search_slots",
     "slot_is_bookable",
@@ -314,6 +315,21 @@ def provider_timezones(conn: Reader, tenant_id: str, provider_ids: Iterable[str]
         )
     )
     return {pid: name for pid, name in rows}
+
+
+def parse_instant(name: str, raw: str, zone: Callable[[], ZoneInfo]) -> datetime:
+    """ISO 8601 with an offset; a date, or a date-time without one, is read in ``zone()``
+    (called only then: it may need a query). Bad text: InvalidInputError naming ``name``."""
+    try:
+        if len(raw) == 10:
+            value = datetime.combine(date.fromisoformat(raw), time(0))
+        else:
+            value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidInputError.one(
+            name, "must be an ISO-8601 date or date-time, e.g. 2026-03-09T09:00-05:00"
+        ) from None
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone())
 
 
 def _aware(name: str, value: datetime) -> datetime:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections import OrderedDict, deque
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -27,13 +27,14 @@ from pydantic import AwareDatetime, BaseModel, EmailStr, Field
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ConflictError, FieldError, InvalidInputError, NotFoundError
+from clinicbridge.core.errors import FieldError, InvalidInputError, NotFoundError
 from clinicbridge.core.models import Tenant
 from clinicbridge.core.schemas import Input
 from clinicbridge.core.validation import check_slug, check_timezone
 from clinicbridge.patients.schemas import BirthDate, PersonName, RawPhone
 from clinicbridge.patients.service import find_or_create_patient
 from clinicbridge.scheduling import availability, bookings
+from clinicbridge.scheduling.availability import parse_instant
 from clinicbridge.scheduling.models import Provider, Service, ServiceProvider
 from clinicbridge.scheduling.slots import Slot
 
@@ -43,7 +44,6 @@ ROLE = "public_booking"
 # What the website may do on the clinic's behalf: find or add a patient, book a slot.
 PERMISSIONS = frozenset({"schedule:read", "patients:write", "bookings:write"})
 MAX_RANGE = timedelta(days=31)
-NEXT_SLOTS = 5  # offered with a 409
 NOT_FOUND = "No resource at this address."  # the same words as any unknown URL
 
 Id = Annotated[str, Field(min_length=1, max_length=32)]
@@ -201,21 +201,6 @@ def list_services(session: Session, tenant_id: str) -> list[dict[str, Any]]:
 # --- availability -----------------------------------------------------------------------
 
 
-def _instant(name: str, raw: str, zone: ZoneInfo) -> datetime:
-    """ISO 8601 with an offset; a date, or a date-time without offset, is read in ``zone``
-    (as ``GET /api/v1/availability`` does)."""
-    try:
-        if len(raw) == 10:
-            value = datetime.combine(date.fromisoformat(raw), time(0))
-        else:
-            value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidInputError.one(
-            name, "must be an ISO-8601 date or date-time, e.g. 2026-03-09T09:00-05:00"
-        ) from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
-
-
 def _iso(slots: list[Slot], zones: dict[str, ZoneInfo], keys: tuple[str, ...]) -> list[Any]:
     out = []
     for s in slots:
@@ -228,15 +213,6 @@ def _iso(slots: list[Slot], zones: dict[str, ZoneInfo], keys: tuple[str, ...]) -
         }
         out.append({k: item[k] for k in keys})
     return out
-
-
-def _zones_of(session: Session, tenant_id: str, provider_ids: set[str]) -> dict[str, str]:
-    return availability.provider_timezones(session, tenant_id, provider_ids)
-
-
-def _zones(session: Session, tenant_id: str, slots: list[Slot]) -> dict[str, ZoneInfo]:
-    names = _zones_of(session, tenant_id, {s.provider_id for s in slots})
-    return {pid: ZoneInfo(name) for pid, name in names.items()}
 
 
 def public_slots(
@@ -263,7 +239,7 @@ def public_slots(
     parsed: dict[str, datetime] = {}
     for name, raw in (("from", start), ("to", end)):
         try:
-            parsed[name] = _instant(name, raw, zone)
+            parsed[name] = parse_instant(name, raw, lambda: zone)
         except InvalidInputError as exc:
             errors.extend(exc.errors)
     if errors:
@@ -287,25 +263,11 @@ def public_slots(
     if tz is not None:
         zones = dict.fromkeys({s.provider_id for s in slots}, ZoneInfo(tz))
     else:
-        zones = _zones(session, tenant.id, slots)
+        zones = bookings.provider_zones(session, {s.provider_id for s in slots})
     return _iso(slots, zones, ("start", "end", "provider_id", "seats_left"))
 
 
 # --- bookings ---------------------------------------------------------------------------
-
-
-class SlotTakenError(ConflictError):
-    """The time is taken; ``next_available`` offers others (times and provider only)."""
-
-    type_slug = "slot-taken"
-    title = "Slot taken"
-
-    def __init__(self, next_available: list[Any]) -> None:
-        super().__init__("This time is no longer available. Choose another time.")
-        self.next_available = next_available
-
-    def problem_extra(self) -> dict[str, object]:
-        return {"next_available": self.next_available}
 
 
 def _patient_field(errors: list[FieldError]) -> InvalidInputError:
@@ -315,7 +277,7 @@ def _patient_field(errors: list[FieldError]) -> InvalidInputError:
 def book(session: Session, ctx: Ctx, body: PublicBookingIn) -> dict[str, Any]:
     """Find or add the patient and book; answers the code, times, ids and status only.
 
-    Raises InvalidInputError naming the field, or SlotTakenError; either way the
+    Raises InvalidInputError naming the field, or bookings.SlotTakenError; either way the
     caller's transaction must roll back (nothing is written)."""
     public_service(session, ctx.tenant_id, body.service_id)
     person = body.patient
@@ -334,21 +296,18 @@ def book(session: Session, ctx: Ctx, body: PublicBookingIn) -> dict[str, Any]:
         )
     except InvalidInputError as exc:
         raise _patient_field(exc.errors) from None
-    try:
-        booking = bookings.create_booking(
-            session,
-            ctx,
-            service_id=body.service_id,
-            provider_id=body.provider_id,
-            start=body.start,
-            patient_id=patient.id,
-            source=SOURCE,
-        )
-    except bookings.SlotTakenError as exc:
-        # rendered now: once the transaction rolls back nothing more is read
-        raise SlotTakenError(_next_available(session, ctx.tenant_id, exc.next_slots)) from None
-    names = _zones_of(session, ctx.tenant_id, {booking.provider_id})
-    zone = ZoneInfo(names[booking.provider_id])
+    # A taken time raises bookings.SlotTakenError: its next_available holds times and
+    # provider ids only, no patient data.
+    booking = bookings.create_booking(
+        session,
+        ctx,
+        service_id=body.service_id,
+        provider_id=body.provider_id,
+        start=body.start,
+        patient_id=patient.id,
+        source=SOURCE,
+    )
+    zone = bookings.provider_zones(session, {booking.provider_id})[booking.provider_id]
     return {
         "confirmation_code": booking.confirmation_code,
         "start": booking.starts_at.astimezone(zone).isoformat(),
@@ -357,11 +316,6 @@ def book(session: Session, ctx: Ctx, body: PublicBookingIn) -> dict[str, Any]:
         "provider_id": booking.provider_id,
         "status": booking.status,
     }
-
-
-def _next_available(session: Session, tenant_id: str, slots: list[Slot]) -> list[Any]:
-    slots = list(slots)[:NEXT_SLOTS]
-    return _iso(slots, _zones(session, tenant_id, slots), ("start", "end", "provider_id"))
 
 
 # --- rate limits ------------------------------------------------------------------------
