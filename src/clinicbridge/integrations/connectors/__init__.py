@@ -8,6 +8,7 @@ from clinicbridge.integrations.connectors.generic import GenericHmac, StandardWe
 from clinicbridge.integrations.connectors.mailgun import Mailgun
 from clinicbridge.integrations.connectors.resend import Resend
 from clinicbridge.integrations.connectors.sendgrid import SendGrid
+from clinicbridge.integrations.connectors.smtp import Smtp
 from clinicbridge.integrations.connectors.stripe import Stripe
 from clinicbridge.integrations.connectors.twilio import Twilio
 from clinicbridge.integrations.connectors.vapi import Vapi
@@ -19,6 +20,7 @@ ALL: tuple[type[Connector], ...] = (
     SendGrid,
     Resend,
     Mailgun,
+    Smtp,
     DocuSign,
     Zoom,
     Vapi,
