@@ -14,6 +14,7 @@ from clinicbridge import (
 )
 from clinicbridge.api import (
     api_v1_router,
+    booking_links,
     health,
     ical_feed,
     public_booking,
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(webhook_inbox.router)
     app.include_router(voice_inbox.router)
     app.include_router(public_booking.router)
+    app.include_router(booking_links.router)
     app.include_router(ical_feed.router)
     app.include_router(web_routes.router)
     app.include_router(web_integrations.router)

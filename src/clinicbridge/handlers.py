@@ -5,7 +5,8 @@ understood by all.
 """
 
 from clinicbridge.integrations import alerts
+from clinicbridge.messaging import booking_messages, sending
 from clinicbridge.scheduling import bookings
 from clinicbridge.webhooks import delivery, processing
 
-__all__ = ["alerts", "bookings", "delivery", "processing"]
+__all__ = ["alerts", "booking_messages", "bookings", "delivery", "processing", "sending"]

@@ -118,6 +118,7 @@ def test_booking_answers_the_contract_and_sets_off_its_events(
             "booking_id": body["id"],
             "change_id": change.id,
             "action": "created",
+            "from_status": None,
         }
     got = _ok(client.get(f"{API}/bookings/{body['id']}", headers=clinic.headers))
     assert got == body

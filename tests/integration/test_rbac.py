@@ -40,6 +40,7 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         "/public/{clinic_slug}/services",
         "/public/{clinic_slug}/availability",
         "/public/{clinic_slug}/bookings",
+        "/b/{token}",
     } == PUBLIC_PATHS
 
 

@@ -12,6 +12,7 @@ from clinicbridge.api import (
     integration_health,
     integrations,
     jobs,
+    messages,
     patients,
     roles,
     scheduling,
@@ -40,6 +41,7 @@ def api_v1_router() -> APIRouter:
         scheduling,
         bookings,
         ical_feeds,
+        messages,
         voice,
     ):
         router.include_router(module.router)

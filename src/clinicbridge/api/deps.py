@@ -27,7 +27,8 @@ PERMISSION_ATTR = "__clinicbridge_permission__"
 # Routes anyone may call: probes, metrics, API docs; the webhook inbox authenticates
 # each request by the integration's own signature scheme instead.
 # Routes without an API key; each authenticates its own way (provider signature,
-# the voice integration's secret, a feed token) or serves no PHI (public booking).
+# the voice integration's secret, a feed or booking-link token) or serves no PHI
+# (public booking).
 PUBLIC_PATHS = frozenset(
     {
         "/healthz",
@@ -41,6 +42,7 @@ PUBLIC_PATHS = frozenset(
         "/public/{clinic_slug}/services",
         "/public/{clinic_slug}/availability",
         "/public/{clinic_slug}/bookings",
+        "/b/{token}",
     }
 )
 

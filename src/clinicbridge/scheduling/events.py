@@ -13,7 +13,7 @@ the change and the action. Handlers must be idempotent (jobs can run twice).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -28,6 +28,10 @@ from clinicbridge.scheduling.models import Booking, BookingChange
 from clinicbridge.webhooks.outbound import publish
 
 _subscribers: list[str] = []
+# Called inside the change's transaction, for work that must commit or roll back with
+# it (reminder jobs replaced on reschedule, cancelled with the booking).
+ChangeHook = Callable[[Session, Ctx, Booking, str], None]  # (session, ctx, booking, action)
+_hooks: list[ChangeHook] = []
 _INSERT_CHANGE = cast(
     sa.Table, BookingChange.__table__
 ).insert()  # Core: the ORM's bulk path costs more
@@ -58,6 +62,13 @@ def unsubscribe(kind: str) -> None:
 
 def subscribers() -> tuple[str, ...]:
     return tuple(_subscribers)
+
+
+def on_change(hook: ChangeHook) -> ChangeHook:
+    """Run ``hook`` in every booking change's own transaction (decorator)."""
+    if hook not in _hooks:
+        _hooks.append(hook)
+    return hook
 
 
 def event_data(booking: Booking) -> dict[str, Any]:
@@ -117,12 +128,19 @@ def record_change(
         data=event_data(booking),
         now=ctx.now,
     )
-    payload = {"booking_id": booking.id, "change_id": change_id, "action": action}
+    payload = {
+        "booking_id": booking.id,
+        "change_id": change_id,
+        "action": action,
+        "from_status": from_status,
+    }
     jobs = [
         queue.NewJob(kind, payload, tenant_id=booking.tenant_id, dedupe_key=f"{kind}:{change_id}")
         for kind in _subscribers
     ]
     queue.enqueue_many(session, jobs, now=ctx.now)
+    for hook in _hooks:
+        hook(session, ctx, booking, action)
     return change_id
 
 

@@ -1,0 +1,60 @@
+"""Which provider sends what: each sender registers its connector key, the channels it
+carries and the function that makes the call.
+
+A sender gets an ``Outgoing`` (everything read before the call, no ORM object) and
+returns the provider's message id; it raises ``ExternalServiceError`` with
+``retryable`` set when trying again can help and nothing went out. A sender whose
+provider can be asked about a message by our own id also gives ``lookup``, so an
+attempt cut short is reconciled instead of being marked unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: str
+    tenant_id: str
+    integration_id: str
+    provider: str
+    channel: str
+    to_address: str
+    subject: str | None
+    body: str
+    html: str | None
+    language: str | None
+    attachments: list[dict[str, str]]
+    settings: dict[str, Any]
+    credentials: dict[str, Any]
+
+
+SendFn = Callable[[Outgoing, datetime], str]
+# The provider's id of a message we sent (by our id), or None if it never arrived.
+LookupFn = Callable[[Outgoing], str | None]
+
+
+@dataclass(frozen=True)
+class Sender:
+    connector: str
+    channels: tuple[str, ...]
+    send: SendFn
+    lookup: LookupFn | None = None
+
+
+SENDERS: dict[str, Sender] = {}
+
+
+def register(sender: Sender) -> None:
+    if sender.connector in SENDERS:
+        raise ValueError(f"a sender for {sender.connector!r} is already registered")
+    SENDERS[sender.connector] = sender
+
+
+def connectors_for(channel: str) -> tuple[str, ...]:
+    """Connector keys that carry ``channel``, in registration order (preference)."""
+    return tuple(key for key, s in SENDERS.items() if channel in s.channels)
