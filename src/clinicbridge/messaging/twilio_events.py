@@ -1,0 +1,225 @@
+"""What Twilio posts to an integration's webhook URL, once the inbox has verified the
+``X-Twilio-Signature`` and stored the event (see ``webhooks.verifiers.twilio``):
+
+* ``message.status`` (a ``MessageStatus``): the status of one of our messages moves
+  forward (``messaging.status``), with Twilio's error code and price.
+* ``message.inbound`` (a patient's SMS or WhatsApp reply, ``Body``/``From``/``To``):
+  keywords, the whole message, any case, accents ignored, English and French:
+
+  - STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, ARRET/ARRÊT: opted out of SMS
+    (and of WhatsApp when the reply came by WhatsApp);
+  - START, UNSTOP, DEBUT/DÉBUT: opted back in. Not YES: here YES confirms a booking;
+  - HELP, AIDE: nothing (Twilio answers HELP itself);
+  - C, YES, OUI, CONFIRM, CONFIRMER: the patient's next upcoming booking is confirmed;
+  - R: the patient asked to reschedule; recorded as the audit event
+    ``booking.reschedule_requested`` (staff tasks do not exist yet).
+
+  The patient is found by the ``From`` number among the clinic's patients' phone
+  contacts; an unknown number changes nothing. Several patients sharing a phone
+  all opt out/in; a confirmation goes to the soonest of their bookings.
+
+Handlers are idempotent: a replayed callback adds a timeline entry and changes
+nothing else; a replayed STOP finds the patient already opted out.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from clinicbridge.audit.service import record
+from clinicbridge.core.context import Ctx
+from clinicbridge.integrations.registry import StoredEvent, integrations
+from clinicbridge.jobs.registry import JobContext
+from clinicbridge.messaging.models import Message
+from clinicbridge.messaging.status import apply_provider_status
+from clinicbridge.messaging.twilio_sender import CONNECTOR, WHATSAPP_PREFIX, price_minor
+from clinicbridge.patients.models import CommunicationConsent, PatientContact
+from clinicbridge.patients.records import record_consent
+from clinicbridge.patients.service import RESOURCE as PATIENT
+from clinicbridge.scheduling.bookings import BookingStateError, confirm_booking
+from clinicbridge.scheduling.models import ACTIVE_STATUSES, Booking
+
+log = logging.getLogger("clinicbridge.messaging")
+
+# Twilio's MessageStatus → ours (None: not about delivery, only the timeline would care).
+STATUSES: dict[str, str | None] = {
+    "accepted": "queued",
+    "scheduled": "queued",
+    "queued": "queued",
+    "sending": "sending",
+    "sent": "sent",
+    "delivered": "delivered",
+    "read": "read",
+    "undelivered": "undelivered",
+    "failed": "failed",
+    "canceled": "failed",
+    "partially_delivered": None,
+    "receiving": None,
+    "received": None,
+}
+
+OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "arret"})
+OPT_IN = frozenset({"start", "unstop", "debut"})
+HELP = frozenset({"help", "aide"})
+CONFIRM = frozenset({"c", "yes", "oui", "confirm", "confirmer"})
+RESCHEDULE = frozenset({"r"})
+ACTOR = "sms_reply"
+
+
+def keyword(body: object) -> str:
+    """The reply as a keyword: trimmed, case-folded, accents and end punctuation dropped."""
+    if not isinstance(body, str):
+        return ""
+    decomposed = unicodedata.normalize("NFKD", body.strip())
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return bare.casefold().strip().rstrip(".!?").strip()
+
+
+def _text(payload: dict[str, Any], name: str) -> str:
+    value = payload.get(name)
+    if isinstance(value, list):  # a repeated form field
+        value = value[0] if value else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+@integrations.on(CONNECTOR, "message.status")
+def on_status(event: StoredEvent, job: JobContext) -> None:
+    payload = event.payload
+    sid, raw = _text(payload, "MessageSid"), _text(payload, "MessageStatus").lower()
+    status = STATUSES.get(raw)
+    if not sid or status is None:
+        return
+    code = _text(payload, "ErrorCode")
+    detail = f"Twilio {raw}" + (f" (error {code})" if code and code != "0" else "")
+    cost_minor, currency = price_minor(payload.get("Price"), payload.get("PriceUnit"))
+    with job.db.write() as session:
+        # Only this integration's messages: a signed callback of one clinic's account
+        # never touches another clinic's message.
+        ours = session.scalar(
+            sa.select(Message.id).where(
+                Message.tenant_id == event.tenant_id,
+                Message.integration_id == event.integration_id,
+                Message.provider == CONNECTOR,
+                Message.provider_message_id == sid,
+            )
+        )
+        if ours is None:
+            return
+        apply_provider_status(
+            session,
+            provider=CONNECTOR,
+            provider_message_id=sid,
+            status=status,
+            at=job.now(),
+            detail=detail,
+            cost_minor=cost_minor,
+            cost_currency=currency,
+        )
+
+
+@integrations.on(CONNECTOR, "message.inbound")
+def on_inbound(event: StoredEvent, job: JobContext) -> None:
+    payload = event.payload
+    sender = _text(payload, "From")
+    word = keyword(payload.get("Body"))
+    by_whatsapp = sender.lower().startswith(WHATSAPP_PREFIX)
+    number = sender[len(WHATSAPP_PREFIX) :] if by_whatsapp else sender
+    if not number or not word or word in HELP:
+        return
+    if word not in OPT_OUT | OPT_IN | CONFIRM | RESCHEDULE:
+        return
+    with job.db.write() as session:
+        patients = _patients(session, event.tenant_id, number)
+        if not patients:
+            return
+        ctx = Ctx(
+            tenant_id=event.tenant_id,
+            actor_type="system",
+            actor_id=ACTOR,
+            role="system",
+            permissions=frozenset(),
+            now=job.now(),
+        )
+        if word in OPT_OUT or word in OPT_IN:
+            channels = ("sms", "whatsapp") if by_whatsapp else ("sms",)
+            via = "whatsapp" if by_whatsapp else "sms"
+            granted = word in OPT_IN
+            for patient_id in patients:
+                _consent(session, ctx, patient_id, channels, granted, f"{via} {word.upper()}")
+            return
+        booking = _next_booking(session, ctx, patients)
+        if booking is None:
+            return
+        if word in CONFIRM:
+            try:
+                confirm_booking(session, ctx, booking.id)
+            except BookingStateError:
+                log.info("sms confirmation of a booking that cannot be confirmed")
+        else:
+            record(session, ctx, "booking.reschedule_requested", "booking", booking.id)
+
+
+def _patients(session: Session, tenant_id: str, number: str) -> list[str]:
+    return sorted(
+        set(
+            session.scalars(
+                sa.select(PatientContact.patient_id).where(
+                    PatientContact.tenant_id == tenant_id,
+                    PatientContact.kind == "phone",
+                    PatientContact.value == number,
+                )
+            )
+        )
+    )
+
+
+def _consent(
+    session: Session,
+    ctx: Ctx,
+    patient_id: str,
+    channels: tuple[str, ...],
+    granted: bool,
+    source: str,
+) -> None:
+    changed: dict[str, Any] = {}
+    for channel in channels:
+        old = _latest(session, ctx.tenant_id, patient_id, channel)
+        if old is granted:
+            continue  # already so (a replay, or STOP twice)
+        record_consent(session, ctx, patient_id, channel, granted, source)
+        changed[channel] = {"old": old, "new": granted}
+    if changed:
+        record(session, ctx, "patient.consent.update", PATIENT, patient_id, phi=True,
+               diff=changed)  # fmt: skip
+
+
+def _latest(session: Session, tenant_id: str, patient_id: str, channel: str) -> bool | None:
+    return session.scalar(
+        sa.select(CommunicationConsent.granted)
+        .where(
+            CommunicationConsent.tenant_id == tenant_id,
+            CommunicationConsent.patient_id == patient_id,
+            CommunicationConsent.channel == channel,
+        )
+        .order_by(CommunicationConsent.recorded_at.desc(), CommunicationConsent.id.desc())
+        .limit(1)
+    )
+
+
+def _next_booking(session: Session, ctx: Ctx, patients: list[str]) -> Booking | None:
+    return session.scalars(
+        sa.select(Booking)
+        .where(
+            Booking.tenant_id == ctx.tenant_id,
+            Booking.patient_id.in_(patients),
+            Booking.status.in_(ACTIVE_STATUSES),
+            Booking.starts_at > ctx.now,
+        )
+        .order_by(Booking.starts_at, Booking.id)
+        .limit(1)
+    ).first()
