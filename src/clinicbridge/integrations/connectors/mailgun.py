@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, HttpUrl
+from pydantic import EmailStr, Field, HttpUrl
 
 from clinicbridge.integrations.connector import (
     Connector,
@@ -24,8 +24,15 @@ class MailgunCredentials(Credentials):
 
 
 class MailgunSettings(HttpSettings):
+    # The region: https://api.mailgun.net (US) or https://api.eu.mailgun.net (EU).
     api_base: HttpUrl = HttpUrl("https://api.mailgun.net")
     domain: Annotated[str, Field(min_length=3, max_length=253)]
+    # What sending needs (optional so integrations made for webhooks alone stay valid;
+    # the sender refuses to send without ``from_email``).
+    from_email: EmailStr | None = None
+    from_name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n\"<>]*$")] | None
+    ) = None
 
 
 class Mailgun(Connector):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import Field, HttpUrl
+from pydantic import EmailStr, Field, HttpUrl
 
 from clinicbridge.integrations.connector import (
     Connector,
@@ -25,6 +25,12 @@ class ResendCredentials(Credentials):
 
 class ResendSettings(HttpSettings):
     api_base: HttpUrl = HttpUrl("https://api.resend.com")
+    # What sending needs (optional so integrations made for webhooks alone stay valid;
+    # the sender refuses to send without ``from_email``).
+    from_email: EmailStr | None = None
+    from_name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n\"<>]*$")] | None
+    ) = None
 
 
 class Resend(Connector):

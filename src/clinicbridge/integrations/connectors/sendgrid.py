@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import HttpUrl
+from pydantic import EmailStr, Field, HttpUrl
 
 from clinicbridge.integrations.connector import (
     Connector,
@@ -26,6 +26,12 @@ class SendGridCredentials(Credentials):
 
 class SendGridSettings(HttpSettings):
     api_base: HttpUrl = HttpUrl("https://api.sendgrid.com")
+    # What sending needs (optional so integrations made for webhooks alone stay valid;
+    # the sender refuses to send without ``from_email``).
+    from_email: EmailStr | None = None
+    from_name: (
+        Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\r\n\"<>]*$")] | None
+    ) = None
 
 
 class SendGrid(Connector):
