@@ -64,6 +64,7 @@ def test_form_fields_follow_the_schemas() -> None:
     assert [(f.name, f.kind, f.default) for f in settings] == [
         ("api_base", "url", "https://api.stripe.com/"),
         ("currency", "text", "USD"),
+        ("rate_limit_per_second", "number", None),
     ]
 
 

@@ -52,6 +52,9 @@ class Credentials(BaseModel):
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+    # The provider's own limit (messages or calls a second), kept across all workers.
+    rate_limit_per_second: Annotated[float, Field(gt=0, le=10_000)] | None = None
+
 
 class HttpSettings(Settings):
     """Every HTTP connector can be pointed at a proxy, a sandbox or a local fake."""

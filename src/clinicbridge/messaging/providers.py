@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from clinicbridge.core.errors import ExternalServiceError
+
+if TYPE_CHECKING:
+    from clinicbridge.db.engine import Database
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,20 @@ class Outgoing:
     attachments: list[dict[str, str]]
     settings: dict[str, Any]
     credentials: dict[str, Any]
+    # Given by the send job: the database (call log, lookups), where providers can
+    # reach us (status callbacks), when this attempt started, the provider's rate.
+    db: Database | None = None
+    public_base_url: str | None = None
+    send_started_at: datetime | None = None
+    rate_limit: float | None = None
+
+
+class OutcomeUnknownError(ExternalServiceError):
+    """The request may have reached the provider (a timeout after sending, a 502): the
+    message stays ``sending`` and the next attempt asks the provider (``lookup``)
+    before sending again, or marks it ``unknown`` when the provider cannot be asked."""
+
+    retryable = True
 
 
 SendFn = Callable[[Outgoing, datetime], str]

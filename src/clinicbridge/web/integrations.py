@@ -52,6 +52,9 @@ class FormField:
     default: Any
 
 
+_COMMON_SETTINGS = frozenset({"rate_limit_per_second"})
+
+
 def form_fields(schema: dict[str, Any], *, secret: bool) -> list[FormField]:
     """Inputs for a connector's JSON schema; credentials are always password inputs."""
     required = set(schema.get("required", []))
@@ -69,7 +72,8 @@ def form_fields(schema: dict[str, Any], *, secret: bool) -> list[FormField]:
         fields.append(
             FormField(name, label, "password" if secret else kind, name in required, default)
         )
-    return fields
+    # Settings every connector has (the base class's) come after the connector's own.
+    return sorted(fields, key=lambda f: f.name in _COMMON_SETTINGS)
 
 
 def catalog(registry: IntegrationRegistry) -> list[dict[str, Any]]:
