@@ -14,6 +14,7 @@ import typer
 from clinicbridge import cli_common
 from clinicbridge.audit.cli import audit_app
 from clinicbridge.jobs.cli import jobs_app
+from clinicbridge.messaging.reminders_cli import reminders_app
 from clinicbridge.vault.cli import vault_app
 from clinicbridge.voice.cli import voice_app
 from clinicbridge.webhooks.cli import webhooks_app
@@ -35,6 +36,7 @@ app.add_typer(webhooks_app, name="webhooks")
 app.add_typer(vault_app, name="vault")
 app.add_typer(audit_app, name="audit")
 app.add_typer(voice_app, name="voice")
+app.add_typer(reminders_app, name="reminders")
 
 
 # Shared with the command groups of other packages (jobs, vault, audit).

@@ -5,8 +5,24 @@ understood by all.
 """
 
 from clinicbridge.integrations import alerts
-from clinicbridge.messaging import booking_messages, sending
+from clinicbridge.messaging import (
+    booking_messages,
+    email_events,
+    reminders,
+    sending,
+    twilio_events,
+)
 from clinicbridge.scheduling import bookings
 from clinicbridge.webhooks import delivery, processing
 
-__all__ = ["alerts", "booking_messages", "bookings", "delivery", "processing", "sending"]
+__all__ = [
+    "alerts",
+    "booking_messages",
+    "bookings",
+    "delivery",
+    "email_events",
+    "processing",
+    "reminders",
+    "sending",
+    "twilio_events",
+]

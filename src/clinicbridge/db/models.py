@@ -6,6 +6,7 @@ from clinicbridge.http import models as http_models
 from clinicbridge.integrations import models as integration_models
 from clinicbridge.jobs import models as jobs_models
 from clinicbridge.messaging import models as messaging_models
+from clinicbridge.messaging import reminder_models
 from clinicbridge.patients import models as patient_models
 from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.vault import models as vault_models
@@ -20,6 +21,7 @@ __all__ = [
     "jobs_models",
     "messaging_models",
     "patient_models",
+    "reminder_models",
     "scheduling_models",
     "vault_models",
     "voice_models",

@@ -1,0 +1,282 @@
+"""Reminders: jobs made with the booking (and rolled back with it), replaced on
+reschedule, cancelled with the booking, quiet hours in the clinic's zone across a DST
+change, opt-out between planning and sending, channel fallback, and the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from fastapi.testclient import TestClient
+
+from clinicbridge.core.clock import SystemClock
+from clinicbridge.core.context import Ctx
+from clinicbridge.db.engine import Database
+from clinicbridge.jobs.models import Job
+from clinicbridge.jobs.registry import JobContext
+from clinicbridge.messaging import reminders, sending
+from clinicbridge.messaging.models import Message
+from clinicbridge.messaging.reminder_models import BookingReminder
+from clinicbridge.scheduling import bookings
+from clinicbridge.settings import Settings
+from tests.conftest import Clinic, free_port
+from tests.integration.test_messages import _email_integration, run_jobs
+from tests.integration.test_smtp import Server, Sink
+
+API = "/api/v1"
+TORONTO = ZoneInfo("America/Toronto")
+
+
+@pytest.fixture
+def smtp() -> Iterator[Server]:
+    sink, port = Sink(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, server_hostname="mail.test")
+    controller.start()
+    yield Server(port, sink)
+    controller.stop()
+
+
+def _ok(response: Any, status: int = 200) -> Any:
+    assert response.status_code == status, response.text
+    return response.json()
+
+
+def _setup(client: TestClient, clinic: Clinic) -> tuple[str, str, str]:
+    """(provider, service, patient): a provider working around the clock in Toronto."""
+    h = clinic.headers
+    loc = _ok(
+        client.post(
+            f"{API}/locations", json={"name": "Main St", "timezone": "America/Toronto"}, headers=h
+        ),
+        201,
+    )["id"]
+    prv = _ok(
+        client.post(
+            f"{API}/providers",
+            json={"display_name": "Dr. Ada Test", "timezone": "America/Toronto"},
+            headers=h,
+        ),
+        201,
+    )["id"]
+    hours = [{"weekday": d, "start": "00:00", "end": "24:00", "location_id": loc} for d in range(7)]
+    _ok(client.put(f"{API}/providers/{prv}/hours", json={"intervals": hours}, headers=h))
+    svc = _ok(
+        client.post(
+            f"{API}/services",
+            json={
+                "name": "Check-up",
+                "duration_minutes": 30,
+                "slot_interval_minutes": 30,
+                "max_advance_days": 730,
+                "provider_ids": [prv],
+            },
+            headers=h,
+        ),
+        201,
+    )["id"]
+    patient = {
+        "first_name": "Quinn",
+        "last_name": "Sample",
+        "date_of_birth": "1984-02-03",
+        "email": "quinn@example.com",
+        "phone": "+14165550123",
+    }
+    pat = _ok(client.post(f"{API}/patients?force=true", json=patient, headers=h), 201)["id"]
+    return prv, svc, pat
+
+
+def _ctx(clinic: Clinic, now: datetime) -> Ctx:
+    return Ctx(clinic.id, "system", "test", "owner", frozenset(), now)
+
+
+def _book(
+    db: Database, clinic: Clinic, ids: tuple[str, str, str], start: datetime, now: datetime
+) -> str:
+    prv, svc, pat = ids
+    with db.write() as session:
+        booking = bookings.create_booking(
+            session,
+            _ctx(clinic, now),
+            service_id=svc,
+            provider_id=prv,
+            start=start,
+            patient_id=pat,
+        )
+        return booking.id
+
+
+def _jobs(db: Database, booking_id: str | None = None) -> list[Job]:
+    with db.read() as session:
+        rows = session.scalars(
+            sa.select(Job).where(Job.kind == reminders.REMINDER_KIND).order_by(Job.run_at)
+        ).all()
+    return [j for j in rows if booking_id is None or j.payload["booking_id"] == booking_id]
+
+
+def _rows(db: Database, booking_id: str) -> dict[int, BookingReminder]:
+    with db.read() as session:
+        found = session.scalars(
+            sa.select(BookingReminder).where(BookingReminder.booking_id == booking_id)
+        ).all()
+    return {r.offset_minutes: r for r in found}
+
+
+def _future(days: int, hour: int = 15) -> datetime:
+    """``days`` from now at ``hour``:00 Toronto time (outside quiet hours)."""
+    local = datetime.now(TORONTO) + timedelta(days=days)
+    return local.replace(hour=hour, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def test_a_booking_gets_its_24_h_and_2_h_reminders_in_its_own_transaction(
+    client: TestClient, clinic: Clinic, db: Database
+) -> None:
+    ids = _setup(client, clinic)
+    start = _future(3)
+    booking = _book(db, clinic, ids, start, datetime.now(UTC))
+    jobs = _jobs(db, booking)
+    assert [j.run_at for j in jobs] == [start - timedelta(hours=24), start - timedelta(hours=2)]
+    assert {j.state for j in jobs} == {"pending"}
+    assert {o: r.status for o, r in _rows(db, booking).items()} == {
+        1440: "scheduled",
+        120: "scheduled",
+    }
+    with pytest.raises(RuntimeError), db.write() as session:  # the booking rolls back
+        bookings.create_booking(
+            session,
+            _ctx(clinic, datetime.now(UTC)),
+            service_id=ids[1],
+            provider_id=ids[0],
+            start=_future(4),
+            patient_id=ids[2],
+        )
+        raise RuntimeError("rolled back")
+    assert len(_jobs(db)) == 2
+
+
+def test_a_reschedule_replaces_the_reminders_and_a_cancel_cancels_them(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, smtp: Server
+) -> None:
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    old = _jobs(db, booking)
+    moved = _future(5, hour=10)
+    with db.write() as session:
+        bookings.reschedule_booking(session, _ctx(clinic, datetime.now(UTC)), booking, start=moved)
+    jobs = _jobs(db, booking)
+    assert {j.id: j.state for j in jobs if j.id in {o.id for o in old}} == {
+        old[0].id: "cancelled",
+        old[1].id: "cancelled",
+    }
+    pending = [j for j in jobs if j.state == "pending"]
+    assert [j.run_at for j in pending] == [moved - timedelta(hours=24), moved - timedelta(hours=2)]
+    assert {r.starts_at for r in _rows(db, booking).values()} == {moved}
+    with db.write() as session:
+        bookings.cancel_booking(
+            session, _ctx(clinic, datetime.now(UTC)), booking, reason="patient called"
+        )
+    assert {j.state for j in _jobs(db, booking)} == {"cancelled"}
+    assert {r.status for r in _rows(db, booking).values()} == {"cancelled"}
+    for job in _jobs(db, booking):  # the jobs run anyway (a worker had claimed them)
+        reminders.send_reminder(
+            JobContext(
+                job.id,
+                job.kind,
+                job.tenant_id,
+                dict(job.payload),
+                1,
+                5,
+                db,
+                SystemClock().now,
+                settings,
+            )
+        )
+    run_jobs(db, settings, sending.SEND_KIND)
+    with db.read() as session:
+        assert session.scalars(sa.select(Message.kind)).all() == []
+    assert smtp.sink.envelopes == []
+
+
+def test_quiet_hours_move_or_skip_reminders_on_the_clinics_clock_across_dst(
+    client: TestClient, clinic: Clinic, db: Database
+) -> None:
+    ids = _setup(client, clinic)
+    now = datetime(2027, 3, 10, 12, tzinfo=UTC)  # the week clocks spring forward (Mar 14)
+    # Sunday 09:00 EDT: 2 h before is 07:00 (quiet) -> 08:00 EDT, 12:00Z; 24 h before is
+    # Saturday 07:00 EST (13:00Z - 24 h = 12:00Z, quiet) -> 08:00 EST, which is 13:00Z.
+    nine = datetime(2027, 3, 14, 9, tzinfo=TORONTO)
+    booking = _book(db, clinic, ids, nine, now)
+    rows = _rows(db, booking)
+    assert rows[120].due_at == datetime(2027, 3, 14, 12, tzinfo=UTC)
+    assert rows[1440].due_at == datetime(2027, 3, 13, 13, tzinfo=UTC)
+    assert [j.run_at for j in _jobs(db, booking)] == [rows[1440].due_at, rows[120].due_at]
+    # Sunday 08:30 EDT: 2 h before moves to 08:00, later than 07:30 (start - 60 min): skipped.
+    early = _book(db, clinic, ids, datetime(2027, 3, 14, 8, 30, tzinfo=TORONTO), now)
+    rows = _rows(db, early)
+    assert rows[120].status == "skipped" and rows[120].reason == reminders.TOO_LATE
+    assert rows[1440].status == "scheduled"
+    assert len(_jobs(db, early)) == 1
+    # Fall back (Nov 7, 2027): Saturday 22:00 EDT moves to Sunday 08:00 EST.
+    due = datetime(2027, 11, 6, 22, tzinfo=TORONTO)
+    moved = reminders.after_quiet_hours(due, TORONTO, 21 * 60, 8 * 60)
+    assert moved == datetime(2027, 11, 7, 13, tzinfo=UTC)
+    outside = datetime(2027, 11, 7, 12, tzinfo=TORONTO)
+    assert reminders.after_quiet_hours(outside, TORONTO, 21 * 60, 8 * 60) == outside
+
+
+def test_without_sms_the_reminder_falls_back_to_e_mail_once(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, smtp: Server
+) -> None:
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    assert run_jobs(db, settings, reminders.REMINDER_KIND) == 2
+    assert run_jobs(db, settings, reminders.REMINDER_KIND) == 2  # run twice: still one each
+    run_jobs(db, settings, sending.SEND_KIND)
+    rows = _rows(db, booking)
+    assert {r.status for r in rows.values()} == {"sent"}
+    assert {r.channel for r in rows.values()} == {"email"}
+    assert rows[120].reason == "sms: no integration"
+    assert len(smtp.sink.envelopes) == 2
+    assert b"Reminder" in (smtp.sink.envelopes[0].original_content or b"")
+
+
+def test_an_opt_out_after_planning_stops_the_reminder(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, smtp: Server
+) -> None:
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    opt_out = {"consents": [{"channel": "email", "granted": False, "source": "patient e-mail"}]}
+    _ok(client.put(f"{API}/patients/{ids[2]}/consents", json=opt_out, headers=clinic.headers))
+    run_jobs(db, settings, reminders.REMINDER_KIND)
+    run_jobs(db, settings, sending.SEND_KIND)
+    rows = _rows(db, booking)
+    assert {r.status for r in rows.values()} == {"skipped"}
+    assert rows[1440].reason == "no channel: sms: no integration; email: opted out"
+    assert smtp.sink.envelopes == []
+    with db.read() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_schedule_upcoming_plans_each_reminder_once(
+    client: TestClient, clinic: Clinic, db: Database
+) -> None:
+    ids = _setup(client, clinic)
+    now = datetime.now(UTC)
+    made = [_book(db, clinic, ids, _future(3 + i), now) for i in range(5)]
+    with db.write() as session:  # bookings from before reminders existed
+        session.execute(sa.delete(BookingReminder))
+        session.execute(sa.delete(Job).where(Job.kind == reminders.REMINDER_KIND))
+        bookings.cancel_booking(session, _ctx(clinic, now), made[4], reason="moved away")
+    assert reminders.schedule_upcoming(db, now=now, batch=2) == 8
+    assert reminders.schedule_upcoming(db, now=now, batch=2) == 0
+    assert reminders.schedule_upcoming(db, now=now, tenant_id=clinic.id) == 0
+    jobs = _jobs(db)
+    assert len(jobs) == 8 and {j.payload["booking_id"] for j in jobs} == set(made[:4])
+    assert _rows(db, made[4]) == {}
