@@ -12,6 +12,7 @@ from clinicbridge.api import (
     integration_health,
     integrations,
     jobs,
+    message_templates,
     messages,
     patients,
     roles,
@@ -41,6 +42,7 @@ def api_v1_router() -> APIRouter:
         scheduling,
         bookings,
         ical_feeds,
+        message_templates,
         messages,
         voice,
     ):

@@ -98,3 +98,24 @@ class MessageEvent(Base):
     detail: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
     source: Mapped[str] = mapped_column(sa.String(16))  # api, worker, provider, system
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClinicTemplate(Base):
+    """A clinic's own wording of a message kind on a channel in a language; it wins over
+    the built-in template at the same step of the language chain."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "kind", "channel", "language"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(sa.ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(sa.String(64))
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    language: Mapped[str] = mapped_column(sa.String(35))
+    subject: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    body: Mapped[str] = mapped_column(sa.Text)
+    html: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)  # custom kinds
+    updated_by: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -23,8 +23,12 @@ from clinicbridge.core.pagination import Page, paginate
 from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.integrations.models import Integration
 from clinicbridge.jobs import queue
-from clinicbridge.messaging import smtp_sender  # noqa: F401  (registers itself)
-from clinicbridge.messaging.defaults import default_template
+from clinicbridge.messaging import (
+    email_api_senders,  # noqa: F401  (registers itself)
+    smtp_sender,  # noqa: F401  (registers itself)
+    twilio_sender,  # noqa: F401  (registers itself)
+)
+from clinicbridge.messaging.clinic_templates import resolve_template
 from clinicbridge.messaging.kinds import KINDS
 from clinicbridge.messaging.models import CHANNELS, Message, MessageEvent
 from clinicbridge.messaging.providers import connectors_for
@@ -130,14 +134,15 @@ def queue_message(
     language = patient.preferred_language or tenant.default_language
     html = None
     if template is not None:
-        try:
-            language, compiled = default_template(
-                template, channel, patient.preferred_language, tenant.default_language
-            )
-        except NotFoundError:
+        found = resolve_template(
+            session, ctx.tenant_id, template, channel,
+            patient.preferred_language, tenant.default_language,
+        )  # fmt: skip
+        if found is None:
             raise InvalidInputError.one(
                 "template", f"no template for {template} on {channel}; send subject and body"
-            ) from None
+            )
+        language, compiled = found
         try:
             rendered = compiled.render(variables or {})
         except TemplateRenderError as exc:
