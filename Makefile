@@ -56,6 +56,9 @@ bench: install
 	$(PY) bench/availability.py
 	$(PY) bench/voice_tools.py
 	$(PY) bench/booking_create.py
+	$(PY) bench/template_render.py
+	$(PY) bench/send_pipeline.py
+	$(PY) bench/reminders_schedule.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info
