@@ -1,5 +1,5 @@
 """Scheduling configuration and availability over HTTP, plus the service-level entry points
-(``find_slots``, ``slot_is_bookable``) that bookings and voice call."""
+(``find_slots``) that bookings and voice call."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
 from clinicbridge.scheduling import availability
-from clinicbridge.scheduling.models import Service, TimeClaim, WorkingHours
+from clinicbridge.scheduling.models import TimeClaim, WorkingHours
 from clinicbridge.settings import Settings
 from tests.conftest import Clinic, add_key
 
@@ -557,33 +557,6 @@ def test_changes_are_audited(
 
 
 # --- the entry points other modules call -----------------------------------------------------
-
-
-def test_slot_is_bookable(client: TestClient, clinic: Clinic, setup: Setup, db: Database) -> None:
-    pid = setup.providers[0]
-    ten = datetime(2026, 3, 9, 14, 0, tzinfo=UTC)  # Monday 10:00 EDT
-    with db.read() as session:
-        service = session.get(Service, setup.service)
-        assert service is not None
-
-        def check(start: datetime, provider: str = pid) -> availability.Slot | None:
-            assert service is not None
-            return availability.slot_is_bookable(
-                session, clinic.id, service=service, provider_id=provider, start=start, now=NOW
-            )
-
-        slot = check(ten)
-        assert slot == availability.Slot(ten, ten + timedelta(minutes=30), pid, 1)
-        assert check(ten + timedelta(minutes=10)) is None  # off the grid
-        assert check(datetime(2026, 3, 9, 22, 0, tzinfo=UTC)) is None  # 18:00: after hours
-        assert check(datetime(2026, 3, 2, 11, 0, tzinfo=UTC)) is None  # in the past
-        assert check(ten, "prv_unknown") is None
-    add_claim(db, clinic.id, pid, setup.service, ten)
-    with db.read() as session:
-        service = session.get(Service, setup.service)
-        assert service is not None
-        assert check(ten) is None
-        assert check(ten, setup.providers[1]) is not None
 
 
 def test_find_slots_entry_point(clinic: Clinic, setup: Setup, db: Database) -> None:

@@ -2,10 +2,10 @@
 
 The pure engine (``compute_slots``, ``slot_starts`` and their input types) lives in
 ``clinicbridge.scheduling.slots``. ``load_input`` reads that input for one provider and
-one range; ``find_slots`` and ``slot_is_bookable`` are the entry points the API,
-bookings and voice use. ``search_slots`` answers epoch seconds and UTC offsets (see
-``slot_starts``) for callers that write many slots out (the availability API), without
-building datetimes.
+one range; ``find_slots`` is the entry point voice and the public API use (bookings
+load the input of the one start they take). ``search_slots`` answers epoch seconds and
+UTC offsets (see ``slot_starts``) for callers that write many slots out (the
+availability API), without building datetimes.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ __all__ = [
     "parse_instant",
     "provider_timezones",
     "search_slots",
-    "slot_is_bookable",
     "slot_starts",
 ]
 
@@ -440,47 +439,3 @@ def find_slots(
         now=now,
         limit=limit,
     ).slots()
-
-
-def slot_is_bookable(
-    session: Reader,
-    tenant_id: str,
-    *,
-    service: Service,
-    provider_id: str,
-    start: datetime,
-    now: datetime,
-) -> Slot | None:
-    """The slot starting exactly at ``start``, if it can be booked now; else None.
-
-    Reads only the hours around ``start``. None also when the provider is inactive,
-    not this clinic's, or does not give the service, or the service is inactive."""
-    start = _aware("start", start)
-    if not service.is_active or service.tenant_id != tenant_id:
-        return None
-    row = session.execute(
-        sa.select(Provider.timezone)
-        .join(ServiceProvider, ServiceProvider.provider_id == Provider.id)
-        .where(
-            Provider.tenant_id == tenant_id,
-            Provider.id == provider_id,
-            Provider.is_active.is_(True),
-            ServiceProvider.service_id == service.id,
-        )
-    ).first()
-    if row is None:
-        return None
-    inp = load_input(
-        session,
-        tenant_id,
-        service,
-        provider_id,
-        start,
-        start + timedelta(seconds=1),
-        now,
-        timezone=row[0],
-    )
-    for slot in compute_slots(inp):
-        if slot.start == start:
-            return slot
-    return None
