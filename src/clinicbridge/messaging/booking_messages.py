@@ -22,6 +22,7 @@ from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling import events, ical
 from clinicbridge.scheduling.links import booking_links
 from clinicbridge.scheduling.models import Booking, BookingChange, Location, Provider, Service
+from clinicbridge.settings import Settings
 
 LISTENER_KIND = "messaging.booking_changed"
 CHANNEL = "email"
@@ -43,15 +44,23 @@ def _previous_start(session: Session, change_id: str) -> datetime | None:
     return datetime.fromisoformat(moved[0]) if moved else None
 
 
-def _variables(session: Session, job: JobContext, booking: Booking, tenant: Tenant,
-               patient: Patient) -> dict[str, Any]:  # fmt: skip
+def message_variables(
+    session: Session,
+    settings: Settings | None,
+    booking: Booking,
+    tenant: Tenant,
+    patient: Patient,
+    *,
+    previous_start: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``booking.*`` template variables of a booking, with its signed links."""
     service = session.get(Service, booking.service_id)
     provider = session.get(Provider, booking.provider_id)
     location = session.get(Location, booking.location_id) if booking.location_id else None
     assert service is not None and provider is not None
     links = {"confirm_url": "", "cancel_url": ""}
-    if job.settings is not None:
-        links = booking_links(job.settings, booking.id, expires_at=booking.starts_at)
+    if settings is not None:
+        links = booking_links(settings, booking.id, expires_at=booking.starts_at)
     return booking_variables(
         language=patient.preferred_language,
         clinic_default_language=tenant.default_language,
@@ -66,7 +75,7 @@ def _variables(session: Session, job: JobContext, booking: Booking, tenant: Tena
         confirmation_code=booking.confirmation_code,
         confirm_url=links["confirm_url"],
         cancel_url=links["cancel_url"],
-        previous_start=_previous_start(session, str(job.payload["change_id"])),
+        previous_start=previous_start,
     )
 
 
@@ -106,7 +115,14 @@ def on_booking_changed(job: JobContext) -> None:
             patient_id=patient.id,
             channel=CHANNEL,
             template=kind,
-            variables=_variables(session, job, booking, tenant, patient),
+            variables=message_variables(
+                session,
+                job.settings,
+                booking,
+                tenant,
+                patient,
+                previous_start=_previous_start(session, str(job.payload["change_id"])),
+            ),
             booking_id=booking.id,
             dedupe_key=f"booking:{job.payload['change_id']}:{CHANNEL}",
             attachments=[attachment],

@@ -41,6 +41,7 @@ from clinicbridge.db.engine import Database
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.registry import JobContext, registry
+from clinicbridge.messaging.booking_messages import message_variables
 from clinicbridge.messaging.models import CHANNELS
 from clinicbridge.messaging.reminder_models import (
     DEFAULT_CHANNELS,
@@ -52,11 +53,9 @@ from clinicbridge.messaging.reminder_models import (
     ReminderRule,
 )
 from clinicbridge.messaging.service import integration_for, opted_out, queue_message, recipient
-from clinicbridge.messaging.variables import booking_variables
 from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling import events
-from clinicbridge.scheduling.links import booking_links
-from clinicbridge.scheduling.models import Booking, Location, Provider, Service
+from clinicbridge.scheduling.models import Booking
 
 log = logging.getLogger(__name__)
 
@@ -409,32 +408,6 @@ def _system_ctx(tenant_id: str, now: datetime) -> Ctx:
     )
 
 
-def _variables(session: Session, job: JobContext, booking: Booking, tenant: Tenant,
-               patient: Patient) -> dict[str, Any]:  # fmt: skip
-    service = session.get(Service, booking.service_id)
-    provider = session.get(Provider, booking.provider_id)
-    location = session.get(Location, booking.location_id) if booking.location_id else None
-    assert service is not None and provider is not None
-    links = {"confirm_url": "", "cancel_url": ""}
-    if job.settings is not None:
-        links = booking_links(job.settings, booking.id, expires_at=booking.starts_at)
-    return booking_variables(
-        language=patient.preferred_language,
-        clinic_default_language=tenant.default_language,
-        timezone=tenant.timezone,
-        clinic_name=tenant.name,
-        clinic_phone=(location.phone if location is not None else None) or "",
-        patient_first_name=patient.first_name,
-        start=booking.starts_at,
-        service=service.name,
-        provider=provider.display_name,
-        location=location.name if location is not None else "",
-        confirmation_code=booking.confirmation_code,
-        confirm_url=links["confirm_url"],
-        cancel_url=links["cancel_url"],
-    )
-
-
 def _skip(row: BookingReminder, reason: str, now: datetime) -> None:
     row.status, row.reason, row.updated_at = "skipped", reason[:500], now
     log.info(
@@ -493,7 +466,7 @@ def send_reminder(job: JobContext) -> None:
             problem = unavailable(session, tenant.id, patient.id, channel)
             if problem is None:
                 if variables is None:
-                    variables = _variables(session, job, booking, tenant, patient)
+                    variables = message_variables(session, job.settings, booking, tenant, patient)
                 try:
                     message = queue_message(
                         session,
