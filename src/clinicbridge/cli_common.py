@@ -53,13 +53,8 @@ def system_ctx(tenant_id: str) -> Ctx:
     from clinicbridge.core.context import Ctx
     from clinicbridge.core.rbac import BUILTIN_ROLES
 
-    return Ctx(
-        tenant_id=tenant_id,
-        actor_type="system",
-        actor_id="cli",
-        role="owner",
-        permissions=BUILTIN_ROLES["owner"],
-        now=SystemClock().now(),
+    return Ctx.system(
+        tenant_id, "cli", SystemClock().now(), role="owner", permissions=BUILTIN_ROLES["owner"]
     )
 
 

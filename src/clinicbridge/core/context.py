@@ -25,3 +25,18 @@ class Ctx:
 
     def has(self, permission: str) -> bool:
         return permission in self.permissions
+
+    @classmethod
+    def system(
+        cls,
+        tenant_id: str,
+        actor_id: str,
+        now: datetime,
+        *,
+        role: str = "system",
+        permissions: frozenset[str] = frozenset(),
+        request_id: str | None = None,
+        ip: str | None = None,
+    ) -> Ctx:
+        """ClinicBridge acting for a clinic by itself (a job, a public page, the CLI)."""
+        return cls(tenant_id, "system", actor_id, role, permissions, now, request_id, ip)

@@ -95,14 +95,7 @@ def on_booking_changed(job: JobContext) -> None:
             return
         if recipient(session, tenant.id, patient.id, CHANNEL) is None:
             return
-        ctx = Ctx(
-            tenant_id=tenant.id,
-            actor_type="system",
-            actor_id="booking_messages",
-            role="system",
-            permissions=frozenset(),
-            now=job.now(),
-        )
+        ctx = Ctx.system(tenant.id, "booking_messages", job.now())
         method = ical.attachment_method(booking)
         attachment = {
             "filename": "appointment.ics",

@@ -397,17 +397,6 @@ def schedule_upcoming(
 # --- the job ----------------------------------------------------------------------------
 
 
-def _system_ctx(tenant_id: str, now: datetime) -> Ctx:
-    return Ctx(
-        tenant_id=tenant_id,
-        actor_type="system",
-        actor_id="reminders",
-        role="system",
-        permissions=frozenset(),
-        now=now,
-    )
-
-
 def _skip(row: BookingReminder, reason: str, now: datetime) -> None:
     row.status, row.reason, row.updated_at = "skipped", reason[:500], now
     log.info(
@@ -470,7 +459,7 @@ def send_reminder(job: JobContext) -> None:
                 try:
                     message = queue_message(
                         session,
-                        _system_ctx(tenant.id, now),
+                        Ctx.system(tenant.id, "reminders", now),
                         patient_id=patient.id,
                         channel=channel,
                         template=TEMPLATE,

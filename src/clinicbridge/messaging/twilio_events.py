@@ -137,14 +137,7 @@ def on_inbound(event: StoredEvent, job: JobContext) -> None:
         patients = _patients(session, event.tenant_id, number)
         if not patients:
             return
-        ctx = Ctx(
-            tenant_id=event.tenant_id,
-            actor_type="system",
-            actor_id=ACTOR,
-            role="system",
-            permissions=frozenset(),
-            now=job.now(),
-        )
+        ctx = Ctx.system(event.tenant_id, ACTOR, job.now())
         if word in OPT_OUT or word in OPT_IN:
             channels = ("sms", "whatsapp") if by_whatsapp else ("sms",)
             via = "whatsapp" if by_whatsapp else "sms"

@@ -656,17 +656,6 @@ def _touch(booking: Booking, ctx: Ctx) -> None:
 # --- holds ------------------------------------------------------------------------------
 
 
-def _system_ctx(tenant_id: str, now: datetime) -> Ctx:
-    return Ctx(
-        tenant_id=tenant_id,
-        actor_type="system",
-        actor_id="hold_expiry",
-        role="system",
-        permissions=frozenset(),
-        now=now,
-    )
-
-
 def _expire_due_holds(
     session: Session,
     now: datetime,
@@ -686,7 +675,8 @@ def _expire_due_holds(
     stmt = stmt.order_by(Booking.hold_expires_at).limit(limit).with_for_update(skip_locked=True)
     due = list(session.scalars(stmt))
     for booking in due:
-        _finish(session, _system_ctx(booking.tenant_id, now), booking, "expired", "expired")
+        ctx = Ctx.system(booking.tenant_id, "hold_expiry", now)
+        _finish(session, ctx, booking, "expired", "expired")
     return len(due)
 
 

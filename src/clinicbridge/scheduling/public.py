@@ -127,15 +127,8 @@ def public_clinic(session: Session, slug: str) -> Tenant:
 
 
 def public_ctx(tenant_id: str, now: datetime, request_id: str | None, ip: str | None) -> Ctx:
-    return Ctx(
-        tenant_id=tenant_id,
-        actor_type="system",
-        actor_id=ACTOR_ID,
-        role=ROLE,
-        permissions=PERMISSIONS,
-        now=now,
-        request_id=request_id,
-        ip=ip,
+    return Ctx.system(
+        tenant_id, ACTOR_ID, now, role=ROLE, permissions=PERMISSIONS, request_id=request_id, ip=ip
     )
 
 
