@@ -33,7 +33,8 @@ from clinicbridge.messaging.kinds import KINDS
 from clinicbridge.messaging.models import CHANNELS, Message, MessageEvent
 from clinicbridge.messaging.providers import connectors_for
 from clinicbridge.messaging.templates import TemplateRenderError
-from clinicbridge.patients.models import CommunicationConsent, Patient, PatientContact
+from clinicbridge.patients.models import Patient, PatientContact
+from clinicbridge.patients.records import latest_consent
 
 SEND_KIND = "messaging.send"
 LITERAL = "literal"
@@ -42,17 +43,7 @@ _CONTACT_KIND = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
 def opted_out(session: Session, tenant_id: str, patient_id: str, channel: str) -> bool:
     """Whether the patient's latest word on ``channel`` was no (STOP, a form, staff)."""
-    latest = session.scalar(
-        sa.select(CommunicationConsent.granted)
-        .where(
-            CommunicationConsent.tenant_id == tenant_id,
-            CommunicationConsent.patient_id == patient_id,
-            CommunicationConsent.channel == channel,
-        )
-        .order_by(CommunicationConsent.recorded_at.desc(), CommunicationConsent.id.desc())
-        .limit(1)
-    )
-    return latest is False
+    return latest_consent(session, tenant_id, patient_id, channel) is False
 
 
 def recipient(session: Session, tenant_id: str, patient_id: str, channel: str) -> str | None:

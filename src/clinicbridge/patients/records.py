@@ -129,9 +129,9 @@ def record_consent(
     return row
 
 
-def consent_granted(session: Session, tenant_id: str, patient_id: str, channel: str) -> bool:
-    """Whether the patient may be contacted on ``channel`` now (never recorded: no)."""
-    granted = session.scalar(
+def latest_consent(session: Session, tenant_id: str, patient_id: str, channel: str) -> bool | None:
+    """The patient's latest word on being contacted on ``channel``; None if never given."""
+    return session.scalar(
         sa.select(CommunicationConsent.granted)
         .where(
             CommunicationConsent.tenant_id == tenant_id,
@@ -141,7 +141,6 @@ def consent_granted(session: Session, tenant_id: str, patient_id: str, channel: 
         .order_by(CommunicationConsent.recorded_at.desc(), CommunicationConsent.id.desc())
         .limit(1)
     )
-    return bool(granted)
 
 
 def set_data_sharing(
