@@ -38,8 +38,8 @@ BookingId = Annotated[str, Path(max_length=64)]
 ONE = "/bookings/{booking_id}"
 
 
-def _timezones(session: Session, rows: Iterable[Booking]) -> dict[str, ZoneInfo]:
-    return bookings.provider_zones(session, {row.provider_id for row in rows})
+def _timezones(session: Session, tenant_id: str, rows: Iterable[Booking]) -> dict[str, ZoneInfo]:
+    return bookings.provider_zones(session, tenant_id, {row.provider_id for row in rows})
 
 
 def _out(row: Booking, tz: ZoneInfo) -> BookingOut:
@@ -63,7 +63,7 @@ def _out(row: Booking, tz: ZoneInfo) -> BookingOut:
 
 
 def _one(session: Session, row: Booking) -> BookingOut:
-    return _out(row, _timezones(session, [row])[row.provider_id])
+    return _out(row, _timezones(session, row.tenant_id, [row])[row.provider_id])
 
 
 @router.post("/bookings", status_code=201, response_model=BookingOut)
@@ -127,7 +127,7 @@ def list_bookings(
             start_from=start_from,
             start_to=start_to,
         )
-        zones = _timezones(session, found.items)
+        zones = _timezones(session, ctx.tenant_id, found.items)
         return ListOut.of(found, lambda row: _out(row, zones[row.provider_id]))
 
 

@@ -67,16 +67,15 @@ class Seat:
 _ZONES = "clinicbridge.provider_zones"  # session.info: provider timezones read in this session
 
 
-def provider_zones(session: Session, provider_ids: Iterable[str]) -> dict[str, ZoneInfo]:
+def provider_zones(
+    session: Session, tenant_id: str, provider_ids: Iterable[str]
+) -> dict[str, ZoneInfo]:
     """Timezones of providers, from those this session already read when it could."""
     known: dict[str, str] = session.info.get(_ZONES, {})
     zones = {pid: known[pid] for pid in provider_ids if pid in known}
     missing = set(provider_ids) - zones.keys()
     if missing:
-        rows = session.execute(
-            sa.select(Provider.id, Provider.timezone).where(Provider.id.in_(missing))
-        )
-        zones.update({pid: name for pid, name in rows})
+        zones.update(availability.provider_timezones(session.connection(), tenant_id, missing))
     return {pid: ZoneInfo(name) for pid, name in zones.items()}
 
 

@@ -256,7 +256,7 @@ def public_slots(
     if tz is not None:
         zones = dict.fromkeys({s.provider_id for s in slots}, ZoneInfo(tz))
     else:
-        zones = bookings.provider_zones(session, {s.provider_id for s in slots})
+        zones = bookings.provider_zones(session, tenant.id, {s.provider_id for s in slots})
     return _iso(slots, zones, ("start", "end", "provider_id", "seats_left"))
 
 
@@ -300,7 +300,8 @@ def book(session: Session, ctx: Ctx, body: PublicBookingIn) -> dict[str, Any]:
         patient_id=patient.id,
         source=SOURCE,
     )
-    zone = bookings.provider_zones(session, {booking.provider_id})[booking.provider_id]
+    zones = bookings.provider_zones(session, ctx.tenant_id, {booking.provider_id})
+    zone = zones[booking.provider_id]
     return {
         "confirmation_code": booking.confirmation_code,
         "start": booking.starts_at.astimezone(zone).isoformat(),
