@@ -62,7 +62,7 @@ def _event(e: MessageEvent) -> MessageEventOut:
     return MessageEventOut(status=e.status, detail=e.detail, source=e.source, at=e.at)
 
 
-def _out(row: Message, events: list[MessageEvent] | None = None) -> MessageOut:
+def message_out(row: Message, events: list[MessageEvent] | None = None) -> MessageOut:
     return MessageOut(
         id=row.id,
         status=row.status,
@@ -97,7 +97,7 @@ def send_message(body: MessageCreate, db: DB, ctx: Sender) -> MessageOut:
             subject=body.subject,
             body=body.body,
         )
-        return _out(row)
+        return message_out(row)
 
 
 @router.get("/messages", response_model=ListOut[MessageOut])
@@ -119,7 +119,7 @@ def list_messages(
             status=status,
             channel=channel,
         )
-        return ListOut.of(found, _out)
+        return ListOut.of(found, message_out)
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut)
@@ -127,4 +127,4 @@ def get_message(message_id: Annotated[str, Path(max_length=64)], db: DB, ctx: Re
     """The message and its status timeline (queued, sending, sent, delivered, ...)."""
     with db.read() as session:
         row = service.get_message(session, ctx, message_id)
-        return _out(row, service.timeline(session, row))
+        return message_out(row, service.timeline(session, row))

@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, str] = {
     "bookings:write": "Create, change and cancel bookings",
     "messages:read": "See messages and conversations",
     "messages:send": "Send messages to patients",
+    "tasks:read": "See staff tasks",
+    "tasks:write": "Resolve staff tasks",
     "billing:read": "See invoices, payments and balances",
     "billing:write": "Create invoices and take payments",
     "billing:refund": "Issue refunds",
@@ -52,6 +54,8 @@ _CLINICAL = frozenset(
         "bookings:write",
         "messages:read",
         "messages:send",
+        "tasks:read",
+        "tasks:write",
     }
 )
 

@@ -5,24 +5,28 @@ from clinicbridge.core import models as core_models
 from clinicbridge.http import models as http_models
 from clinicbridge.integrations import models as integration_models
 from clinicbridge.jobs import models as jobs_models
+from clinicbridge.messaging import conversation_models, push_models, reminder_models
 from clinicbridge.messaging import models as messaging_models
-from clinicbridge.messaging import reminder_models
 from clinicbridge.patients import models as patient_models
 from clinicbridge.scheduling import models as scheduling_models
+from clinicbridge.tasks import models as task_models
 from clinicbridge.vault import models as vault_models
 from clinicbridge.voice import models as voice_models
 from clinicbridge.webhooks import models as webhook_models
 
 __all__ = [
     "audit_models",
+    "conversation_models",
     "core_models",
     "http_models",
     "integration_models",
     "jobs_models",
     "messaging_models",
     "patient_models",
+    "push_models",
     "reminder_models",
     "scheduling_models",
+    "task_models",
     "vault_models",
     "voice_models",
     "webhook_models",

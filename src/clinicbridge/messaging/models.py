@@ -72,6 +72,9 @@ class Message(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     html: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, nullable=True)
+    # A provider-approved template the provider renders itself (WhatsApp through Twilio:
+    # {"content_sid": "HX...", "content_variables": {"1": "..."}}); ``body`` is our copy.
+    provider_template: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     status: Mapped[str] = mapped_column(sa.String(16))
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     cost_minor: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
@@ -116,6 +119,10 @@ class ClinicTemplate(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     html: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)  # custom kinds
+    # WhatsApp: the approved template (Twilio Content SID) and, in order, the variables
+    # that fill its {{1}}, {{2}}...; business-initiated WhatsApp messages need one.
+    content_sid: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    content_variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)
     updated_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -11,15 +11,21 @@
   - START, UNSTOP, DEBUT/DÉBUT: opted back in. Not YES: here YES confirms a booking;
   - HELP, AIDE: nothing (Twilio answers HELP itself);
   - C, YES, OUI, CONFIRM, CONFIRMER: the patient's next upcoming booking is confirmed;
-  - R: the patient asked to reschedule; recorded as the audit event
-    ``booking.reschedule_requested`` (staff tasks do not exist yet).
+  - R: the patient asked to reschedule their next booking: an open staff task
+    (``booking.reschedule_request``) and the audit event ``booking.reschedule_requested``;
+  - anything else (and C or R with no upcoming booking): a message for staff, who read
+    and answer it in the patient's conversation (``messaging.conversations``).
 
-  The patient is found by the ``From`` number among the clinic's patients' phone
-  contacts; an unknown number changes nothing. Several patients sharing a phone
-  all opt out/in; a confirmation goes to the soonest of their bookings.
+  Every inbound message is recorded with what it was taken as, and published as the
+  outbound event ``message.received`` (ids only, never the text). The patient is found
+  by the ``From`` number among the clinic's patients' phone contacts; a message from an
+  unknown number changes nothing but is still recorded (without a patient). Several
+  patients sharing a phone all opt out/in; a confirmation goes to the soonest of their
+  bookings, and the message joins that patient's conversation.
 
-Handlers are idempotent: a replayed callback adds a timeline entry and changes
-nothing else; a replayed STOP finds the patient already opted out.
+Handlers are idempotent: a replayed status callback adds a timeline entry and changes
+nothing else; a replayed inbound message is known by its ``MessageSid`` and changes
+nothing at all.
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
 from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs.registry import JobContext
+from clinicbridge.messaging import conversations
 from clinicbridge.messaging.models import Message
 from clinicbridge.messaging.status import apply_provider_status
 from clinicbridge.messaging.twilio_sender import CONNECTOR, WHATSAPP_PREFIX, price_minor
-from clinicbridge.patients.models import CommunicationConsent, PatientContact
-from clinicbridge.patients.records import record_consent
+from clinicbridge.patients.models import PatientContact
+from clinicbridge.patients.records import latest_consent, record_consent
 from clinicbridge.patients.service import RESOURCE as PATIENT
 from clinicbridge.scheduling.bookings import BookingStateError, confirm_booking
 from clinicbridge.scheduling.models import ACTIVE_STATUSES, Booking
+from clinicbridge.tasks.service import raise_task
+from clinicbridge.webhooks.outbound import publish
 
 log = logging.getLogger("clinicbridge.messaging")
 
@@ -69,6 +78,7 @@ HELP = frozenset({"help", "aide"})
 CONFIRM = frozenset({"c", "yes", "oui", "confirm", "confirmer"})
 RESCHEDULE = frozenset({"r"})
 ACTOR = "sms_reply"
+RESCHEDULE_TASK = "booking.reschedule_request"
 
 
 def keyword(body: object) -> str:
@@ -126,35 +136,107 @@ def on_status(event: StoredEvent, job: JobContext) -> None:
 def on_inbound(event: StoredEvent, job: JobContext) -> None:
     payload = event.payload
     sender = _text(payload, "From")
-    word = keyword(payload.get("Body"))
+    body = _text(payload, "Body")
+    sid = _text(payload, "MessageSid") or event.provider_event_id
     by_whatsapp = sender.lower().startswith(WHATSAPP_PREFIX)
     number = sender[len(WHATSAPP_PREFIX) :] if by_whatsapp else sender
-    if not number or not word or word in HELP:
-        return
-    if word not in OPT_OUT | OPT_IN | CONFIRM | RESCHEDULE:
+    if not number:
         return
     with job.db.write() as session:
-        patients = _patients(session, event.tenant_id, number)
-        if not patients:
-            return
+        if conversations.already_recorded(session, event.integration_id, sid):
+            return  # a replay: everything below happened with the first delivery
         ctx = Ctx.system(event.tenant_id, ACTOR, job.now())
-        if word in OPT_OUT or word in OPT_IN:
-            channels = ("sms", "whatsapp") if by_whatsapp else ("sms",)
-            via = "whatsapp" if by_whatsapp else "sms"
-            granted = word in OPT_IN
-            for patient_id in patients:
-                _consent(session, ctx, patient_id, channels, granted, f"{via} {word.upper()}")
-            return
-        booking = _next_booking(session, ctx, patients)
-        if booking is None:
-            return
-        if word in CONFIRM:
-            try:
-                confirm_booking(session, ctx, booking.id)
-            except BookingStateError:
-                log.info("sms confirmation of a booking that cannot be confirmed")
-        else:
-            record(session, ctx, "booking.reschedule_requested", "booking", booking.id)
+        patients = _patients(session, event.tenant_id, number)
+        handled_as, booking_id = _act(session, ctx, patients, keyword(body), by_whatsapp)
+        owner = _owner(session, ctx, patients, number)
+        row = conversations.record_inbound(
+            session,
+            tenant_id=event.tenant_id,
+            integration_id=event.integration_id,
+            channel="whatsapp" if by_whatsapp else "sms",
+            from_address=number,
+            body=body,
+            provider_message_id=sid,
+            patient_id=owner,
+            handled_as=handled_as,
+            at=ctx.now,
+            booking_id=booking_id,
+        )
+        if handled_as == "reschedule_request":
+            raise_task(
+                session,
+                ctx,
+                kind=RESCHEDULE_TASK,
+                title="Patient asked by SMS to reschedule",
+                source_type="inbound_message",
+                source_id=row.id,
+                patient_id=owner,
+                booking_id=booking_id,
+            )
+        publish(
+            session,
+            tenant_id=event.tenant_id,
+            event_type="message.received",
+            data={
+                "id": row.id,
+                "patient_id": owner,
+                "channel": row.channel,
+                "handled_as": handled_as,
+                "booking_id": booking_id,
+            },
+            now=ctx.now,
+        )
+
+
+def _act(
+    session: Session, ctx: Ctx, patients: list[str], word: str, by_whatsapp: bool
+) -> tuple[str, str | None]:
+    """Apply a keyword reply: what the message was taken as, and the booking it acted on."""
+    if word in HELP:
+        return "help", None
+    if word in OPT_OUT or word in OPT_IN:
+        channels = ("sms", "whatsapp") if by_whatsapp else ("sms",)
+        via = "whatsapp" if by_whatsapp else "sms"
+        granted = word in OPT_IN
+        for patient_id in patients:
+            _consent(session, ctx, patient_id, channels, granted, f"{via} {word.upper()}")
+        return ("opt_in" if granted else "opt_out"), None
+    if (word not in CONFIRM and word not in RESCHEDULE) or not patients:
+        return "conversation", None
+    booking = _next_booking(session, ctx, patients)
+    if booking is None:
+        return "conversation", None  # nothing to confirm or move: staff will read it
+    if word in RESCHEDULE:
+        record(session, ctx, "booking.reschedule_requested", "booking", booking.id)
+        return "reschedule_request", booking.id
+    try:
+        confirm_booking(session, ctx, booking.id)
+    except BookingStateError:
+        log.info("sms confirmation of a booking that cannot be confirmed")
+        return "conversation", booking.id
+    return "confirm", booking.id
+
+
+def _owner(session: Session, ctx: Ctx, patients: list[str], number: str) -> str | None:
+    """Whose conversation a message from ``number`` joins: the only patient with that
+    number; of several (a family phone), the one with the soonest upcoming booking, else
+    the one the clinic last wrote to at that number, else the first by id."""
+    if len(patients) <= 1:
+        return patients[0] if patients else None
+    booking = _next_booking(session, ctx, patients)
+    if booking is not None:
+        return booking.patient_id
+    recent = session.scalar(
+        sa.select(Message.patient_id)
+        .where(
+            Message.tenant_id == ctx.tenant_id,
+            Message.patient_id.in_(patients),
+            Message.to_address == number,
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    )
+    return recent or patients[0]
 
 
 def _patients(session: Session, tenant_id: str, number: str) -> list[str]:
@@ -181,7 +263,7 @@ def _consent(
 ) -> None:
     changed: dict[str, Any] = {}
     for channel in channels:
-        old = _latest(session, ctx.tenant_id, patient_id, channel)
+        old = latest_consent(session, ctx.tenant_id, patient_id, channel)
         if old is granted:
             continue  # already so (a replay, or STOP twice)
         record_consent(session, ctx, patient_id, channel, granted, source)
@@ -189,19 +271,6 @@ def _consent(
     if changed:
         record(session, ctx, "patient.consent.update", PATIENT, patient_id, phi=True,
                diff=changed)  # fmt: skip
-
-
-def _latest(session: Session, tenant_id: str, patient_id: str, channel: str) -> bool | None:
-    return session.scalar(
-        sa.select(CommunicationConsent.granted)
-        .where(
-            CommunicationConsent.tenant_id == tenant_id,
-            CommunicationConsent.patient_id == patient_id,
-            CommunicationConsent.channel == channel,
-        )
-        .order_by(CommunicationConsent.recorded_at.desc(), CommunicationConsent.id.desc())
-        .limit(1)
-    )
 
 
 def _next_booking(session: Session, ctx: Ctx, patients: list[str]) -> Booking | None:
