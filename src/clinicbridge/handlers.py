@@ -8,6 +8,7 @@ from clinicbridge.integrations import alerts
 from clinicbridge.messaging import (
     booking_messages,
     email_events,
+    reminder_sending,
     reminders,
     sending,
     twilio_events,
@@ -22,6 +23,7 @@ __all__ = [
     "delivery",
     "email_events",
     "processing",
+    "reminder_sending",
     "reminders",
     "sending",
     "twilio_events",

@@ -50,7 +50,7 @@ from fastapi.testclient import TestClient
 from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
 from clinicbridge.jobs.models import Job
-from clinicbridge.messaging import reminders
+from clinicbridge.messaging import reminder_rules, reminders
 from clinicbridge.messaging.models import Message
 from clinicbridge.messaging.reminder_models import BookingReminder
 from clinicbridge.messaging.service import SEND_KIND
@@ -240,7 +240,7 @@ def test_sigkill_during_reminders_sends_none_twice(
     provider, service, _ = _setup(client, clinic)
     now = datetime.now(UTC)
     with db.write() as session:  # e-mail only, no quiet hours: all due now, whatever the hour
-        reminders.set_rule(
+        reminder_rules.set_rule(
             session,
             clinic.id,
             now=now,

@@ -14,19 +14,25 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from fastapi.testclient import TestClient
 
+from clinicbridge.audit.models import AuditEvent
 from clinicbridge.core.clock import SystemClock
 from clinicbridge.core.context import Ctx
 from clinicbridge.db.engine import Database
 from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.registry import JobContext
-from clinicbridge.messaging import reminders, sending
+from clinicbridge.messaging import reminder_sending, reminders, sending
 from clinicbridge.messaging.models import Message
 from clinicbridge.messaging.reminder_models import BookingReminder
+from clinicbridge.messaging.status import apply_provider_status
 from clinicbridge.scheduling import bookings
 from clinicbridge.settings import Settings
-from tests.conftest import Clinic, free_port
+from clinicbridge.webhooks.inbox import PROCESS_KIND
+from tests.conftest import Clinic, add_key, free_port
 from tests.integration.test_messages import _email_integration, run_jobs
 from tests.integration.test_smtp import Server, Sink
+from tests.integration.test_twilio_messaging import FakeTwilio, _status, _twilio, fake
+
+__all__ = ["fake"]  # the fixture, imported for its name
 
 API = "/api/v1"
 TORONTO = ZoneInfo("America/Toronto")
@@ -183,7 +189,7 @@ def test_a_reschedule_replaces_the_reminders_and_a_cancel_cancels_them(
     assert {j.state for j in _jobs(db, booking)} == {"cancelled"}
     assert {r.status for r in _rows(db, booking).values()} == {"cancelled"}
     for job in _jobs(db, booking):  # the jobs run anyway (a worker had claimed them)
-        reminders.send_reminder(
+        reminder_sending.send_reminder(
             JobContext(
                 job.id,
                 job.kind,
@@ -280,3 +286,165 @@ def test_schedule_upcoming_plans_each_reminder_once(
     jobs = _jobs(db)
     assert len(jobs) == 8 and {j.payload["booking_id"] for j in jobs} == set(made[:4])
     assert _rows(db, made[4]) == {}
+
+
+# --- channel fall-back on a provider's failure ---------------------------------------------
+
+
+def test_an_sms_reminder_twilio_reports_undelivered_goes_again_by_e_mail_once(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    smtp: Server,
+    fake: FakeTwilio,
+) -> None:
+    sms = _twilio(client, clinic)
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    run_jobs(db, settings, reminders.REMINDER_KIND)
+    run_jobs(db, settings, sending.SEND_KIND)
+    rows = _rows(db, booking)
+    assert {r.channel for r in rows.values()} == {"sms"} and len(fake.messages) == 2
+    sid = _message_of(db, rows[1440].message_id).provider_message_id
+    assert sid is not None
+    _status(client, settings, sms, sid, "undelivered", ErrorCode="30003")
+    _status(client, settings, sms, sid, "undelivered", ErrorCode="30003")  # a retried callback
+    run_jobs(db, settings, PROCESS_KIND)
+    assert run_jobs(db, settings, reminder_sending.FALLBACK_KIND) == 1  # one job for two callbacks
+    run_jobs(db, settings, reminder_sending.FALLBACK_KIND)  # the job run again changes nothing
+    run_jobs(db, settings, sending.SEND_KIND)
+    rows = _rows(db, booking)
+    assert (rows[1440].status, rows[1440].channel) == ("sent", "email")
+    assert rows[1440].reason == "sms: undelivered"
+    assert rows[120].channel == "sms"  # the other reminder was delivered by SMS
+    assert len(smtp.sink.envelopes) == 1
+    # The e-mail bounces too: nothing is left to try, and the reminder says why.
+    email = _message_of(db, rows[1440].message_id)
+    with db.write() as session:
+        apply_provider_status(session, provider="smtp", provider_message_id="x", status="failed",
+                              at=datetime.now(UTC))  # not ours: nothing happens  # fmt: skip
+        message = session.get(Message, email.id)
+        assert message is not None
+        message.provider_message_id = "smtp-1"
+    with db.write() as session:
+        apply_provider_status(session, provider="smtp", provider_message_id="smtp-1",
+                              status="bounced", at=datetime.now(UTC))  # fmt: skip
+    run_jobs(db, settings, reminder_sending.FALLBACK_KIND)
+    row = _rows(db, booking)[1440]
+    assert row.status == "failed"
+    assert row.reason == "sms: undelivered; email: bounced; no channel left"
+
+
+def test_no_fall_back_once_the_booking_is_cancelled(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    smtp: Server,
+    fake: FakeTwilio,
+) -> None:
+    sms = _twilio(client, clinic)
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    run_jobs(db, settings, reminders.REMINDER_KIND)
+    run_jobs(db, settings, sending.SEND_KIND)
+    sid = _message_of(db, _rows(db, booking)[1440].message_id).provider_message_id
+    assert sid is not None
+    with db.write() as session:
+        bookings.cancel_booking(session, _ctx(clinic, datetime.now(UTC)), booking, reason="ill")
+    _status(client, settings, sms, sid, "failed", ErrorCode="30006")
+    run_jobs(db, settings, PROCESS_KIND)
+    run_jobs(db, settings, reminder_sending.FALLBACK_KIND)
+    run_jobs(db, settings, sending.SEND_KIND)
+    assert smtp.sink.envelopes == []
+    row = _rows(db, booking)[1440]
+    assert (
+        row.status == "failed" and row.reason == "sms: failed; not sent again: booking is cancelled"
+    )
+
+
+def _message_of(db: Database, message_id: str | None) -> Message:
+    assert message_id is not None
+    with db.read() as session:
+        found = session.get(Message, message_id)
+        assert found is not None
+        return found
+
+
+# --- the rules API ---------------------------------------------------------------------------
+
+
+def test_reminder_rules_through_the_api_change_what_is_planned(
+    client: TestClient, clinic: Clinic, db: Database, make_clinic: Any
+) -> None:
+    ids = _setup(client, clinic)
+    h = clinic.headers
+    built_in = _ok(client.get(f"{API}/reminder-rules", headers=h))["data"]
+    assert [(r["source"], r["offsets"], r["quiet_start"]) for r in built_in] == [
+        ("built_in", [1440, 120], "21:00")
+    ]
+    rule = {"offsets": [2880], "channels": ["email"], "quiet_start": "22:30",
+            "quiet_end": "07:15", "min_lead_minutes": 30}  # fmt: skip
+    saved = _ok(client.put(f"{API}/reminder-rules/services/{ids[1]}", json=rule, headers=h))
+    assert (saved["scope"], saved["service_id"], saved["quiet_end"]) == ("service", ids[1], "07:15")
+    default = {**rule, "offsets": [60], "enabled": False}
+    _ok(client.put(f"{API}/reminder-rules/default", json=default, headers=h))
+    listed = _ok(client.get(f"{API}/reminder-rules", headers=h))["data"]
+    assert [(r["scope"], r["offsets"], r["enabled"]) for r in listed] == [
+        ("clinic", [60], False),
+        ("service", [2880], True),
+    ]
+    start = _future(4)
+    booking = _book(db, clinic, ids, start, datetime.now(UTC))
+    assert [j.run_at for j in _jobs(db, booking)] == [start - timedelta(hours=48)]
+    assert client.delete(f"{API}/reminder-rules/services/{ids[1]}", headers=h).status_code == 204
+    assert client.delete(f"{API}/reminder-rules/services/{ids[1]}", headers=h).status_code == 404
+    with db.read() as session:
+        actions = session.scalars(
+            sa.select(AuditEvent.action).where(AuditEvent.resource_type == "reminder_rule")
+        ).all()
+    assert sorted(actions) == [
+        "reminder_rule.delete",
+        "reminder_rule.update",
+        "reminder_rule.update",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"offsets": []}, "offsets"),
+        ({"offsets": [120, 120]}, "offsets"),
+        ({"offsets": [0]}, "offsets"),
+        ({"channels": ["fax"]}, "channels.0"),
+        ({"channels": ["sms", "sms"]}, "channels"),
+        ({"quiet_start": "25:00"}, "quiet_start"),
+        ({"min_lead_minutes": -1}, "min_lead_minutes"),
+        ({"colour": "red"}, "colour"),
+    ],
+)
+def test_a_bad_rule_names_its_field_and_saves_nothing(
+    client: TestClient, clinic: Clinic, change: dict[str, Any], field: str
+) -> None:
+    rule = {"offsets": [1440], "channels": ["sms"], **change}
+    answer = client.put(f"{API}/reminder-rules/default", json=rule, headers=clinic.headers)
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == [field]
+    listed = _ok(client.get(f"{API}/reminder-rules", headers=clinic.headers))["data"]
+    assert [r["source"] for r in listed] == ["built_in"]
+
+
+def test_another_clinics_service_has_no_rule_here(
+    client: TestClient, clinic: Clinic, db: Database, make_clinic: Any
+) -> None:
+    ids = _setup(client, clinic)
+    other = make_clinic("Other Clinic")
+    rule = {"offsets": [1440], "channels": ["sms"]}
+    answer = client.put(f"{API}/reminder-rules/services/{ids[1]}", json=rule, headers=other.headers)
+    assert answer.status_code == 404
+    front_desk = add_key(db, clinic, "front_desk")
+    refused = client.put(f"{API}/reminder-rules/default", json=rule, headers=front_desk.headers)
+    assert refused.status_code == 403

@@ -8,6 +8,7 @@ from clinicbridge.api import (
     api_keys,
     audit,
     bookings,
+    conversations,
     ical_feeds,
     integration_health,
     integrations,
@@ -15,8 +16,10 @@ from clinicbridge.api import (
     message_templates,
     messages,
     patients,
+    reminder_rules,
     roles,
     scheduling,
+    tasks,
     tenant,
     users,
     voice,
@@ -44,6 +47,9 @@ def api_v1_router() -> APIRouter:
         ical_feeds,
         message_templates,
         messages,
+        reminder_rules,
+        conversations,
+        tasks,
         voice,
     ):
         router.include_router(module.router)

@@ -3,7 +3,7 @@
 A rule belongs to a clinic (``service_id`` null: the clinic's default) or to one
 service. ``booking_reminders`` holds one row per booking and offset (unique), so
 scheduling twice never makes a second reminder; the row says what became of it
-(scheduled, sent, skipped with a reason, cancelled).
+(scheduled, sent, skipped with a reason, cancelled, failed on every channel).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ DEFAULT_CHANNELS = ("sms", "email")  # in preference order
 DEFAULT_QUIET_START = 21 * 60  # 21:00, the clinic's time
 DEFAULT_QUIET_END = 8 * 60  # 08:00
 DEFAULT_MIN_LEAD = 60  # a reminder moved later than start - this is skipped
-REMINDER_STATUSES = ("scheduled", "sent", "skipped", "cancelled")
+REMINDER_STATUSES = ("scheduled", "sent", "skipped", "cancelled", "failed")
 
 
 class ReminderRule(Base):

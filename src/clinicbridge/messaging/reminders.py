@@ -23,7 +23,7 @@ batches (keyset over booking ids, Core rows, no ORM objects), idempotently.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
@@ -34,26 +34,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.ids import new_id
-from clinicbridge.core.models import Tenant
 from clinicbridge.db.engine import Database
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.models import Job
-from clinicbridge.jobs.registry import JobContext, registry
-from clinicbridge.messaging.booking_messages import message_variables
-from clinicbridge.messaging.models import CHANNELS
-from clinicbridge.messaging.reminder_models import (
-    DEFAULT_CHANNELS,
-    DEFAULT_MIN_LEAD,
-    DEFAULT_OFFSETS,
-    DEFAULT_QUIET_END,
-    DEFAULT_QUIET_START,
-    BookingReminder,
-    ReminderRule,
-)
-from clinicbridge.messaging.service import integration_for, opted_out, queue_message, recipient
-from clinicbridge.patients.models import Patient
+from clinicbridge.messaging.reminder_models import BookingReminder
+from clinicbridge.messaging.reminder_rules import Rule, Rules
 from clinicbridge.scheduling import events
 from clinicbridge.scheduling.models import Booking
 
@@ -72,19 +58,6 @@ _ENDING_ACTIONS = ("cancelled", "expired", "no_show", "completed")
 
 
 @dataclass(frozen=True)
-class Rule:
-    offsets: tuple[int, ...] = DEFAULT_OFFSETS
-    channels: tuple[str, ...] = DEFAULT_CHANNELS
-    quiet_start: int = DEFAULT_QUIET_START
-    quiet_end: int = DEFAULT_QUIET_END
-    min_lead_minutes: int = DEFAULT_MIN_LEAD
-    enabled: bool = True
-
-
-DEFAULT_RULE = Rule()
-
-
-@dataclass(frozen=True)
 class Plan:
     """What one reminder of one booking becomes: a job at ``due_at``, or skipped."""
 
@@ -100,100 +73,6 @@ class _Upcoming:
     tenant_id: str
     service_id: str
     starts_at: datetime
-
-
-# --- rules ------------------------------------------------------------------------------
-
-
-def _check_rule(offsets: Sequence[int], channels: Sequence[str], quiet_start: int,
-                quiet_end: int, min_lead_minutes: int) -> None:  # fmt: skip
-    if not offsets or any(not 1 <= o <= 60 * 24 * 60 for o in offsets):
-        raise InvalidInputError.one("offsets", "give minutes before the start, 1 to 86,400")
-    if len(set(offsets)) != len(offsets):
-        raise InvalidInputError.one("offsets", "must not repeat")
-    if (
-        not channels
-        or any(c not in CHANNELS for c in channels)
-        or len(set(channels)) != len(channels)
-    ):
-        raise InvalidInputError.one("channels", f"give distinct channels of {', '.join(CHANNELS)}")
-    for name, minute in (("quiet_start", quiet_start), ("quiet_end", quiet_end)):
-        if not 0 <= minute < 24 * 60:
-            raise InvalidInputError.one(name, "minutes after midnight, 0 to 1439")
-    if min_lead_minutes < 0:
-        raise InvalidInputError.one("min_lead_minutes", "must not be negative")
-
-
-def set_rule(
-    session: Session,
-    tenant_id: str,
-    *,
-    now: datetime,
-    service_id: str | None = None,
-    offsets: Sequence[int] = DEFAULT_OFFSETS,
-    channels: Sequence[str] = DEFAULT_CHANNELS,
-    quiet_start: int = DEFAULT_QUIET_START,
-    quiet_end: int = DEFAULT_QUIET_END,
-    min_lead_minutes: int = DEFAULT_MIN_LEAD,
-    enabled: bool = True,
-) -> ReminderRule:
-    """Create or replace the clinic's default rule (``service_id`` None) or a service's.
-    Applies to reminders planned from now on."""
-    _check_rule(offsets, channels, quiet_start, quiet_end, min_lead_minutes)
-    rule = session.scalars(
-        sa.select(ReminderRule).where(
-            ReminderRule.tenant_id == tenant_id,
-            ReminderRule.service_id.is_(None)
-            if service_id is None
-            else ReminderRule.service_id == service_id,
-        )
-    ).first()
-    if rule is None:
-        rule = ReminderRule(
-            id=new_id("rmr"), tenant_id=tenant_id, service_id=service_id, created_at=now
-        )
-        session.add(rule)
-    rule.offsets, rule.channels = list(offsets), list(channels)
-    rule.quiet_start, rule.quiet_end = quiet_start, quiet_end
-    rule.min_lead_minutes, rule.enabled, rule.updated_at = min_lead_minutes, enabled, now
-    session.flush()
-    return rule
-
-
-class _Rules:
-    """Each clinic's timezone and rules, loaded once per clinic (per transaction or batch
-    run); a service's own rule wins over the clinic's default, which wins over ours."""
-
-    def __init__(self) -> None:
-        self._clinics: dict[str, tuple[ZoneInfo, dict[str | None, Rule]]] = {}
-
-    def _load(self, session: Session, tenant_id: str) -> tuple[ZoneInfo, dict[str | None, Rule]]:
-        found = self._clinics.get(tenant_id)
-        if found is None:
-            tz = session.scalar(sa.select(Tenant.timezone).where(Tenant.id == tenant_id))
-            rows = session.execute(
-                sa.select(ReminderRule).where(ReminderRule.tenant_id == tenant_id)
-            ).scalars()
-            rules = {
-                r.service_id: Rule(
-                    tuple(int(o) for o in r.offsets),
-                    tuple(str(c) for c in r.channels),
-                    r.quiet_start,
-                    r.quiet_end,
-                    r.min_lead_minutes,
-                    r.enabled,
-                )
-                for r in rows
-            }
-            found = self._clinics[tenant_id] = (ZoneInfo(tz or "UTC"), rules)
-        return found
-
-    def get(
-        self, session: Session, tenant_id: str, service_id: str | None
-    ) -> tuple[ZoneInfo, Rule]:
-        tz, rules = self._load(session, tenant_id)
-        rule = rules.get(service_id) or rules.get(None) or DEFAULT_RULE
-        return tz, rule
 
 
 # --- planning ---------------------------------------------------------------------------
@@ -247,7 +126,7 @@ def _insert(session: Session) -> Any:
 def _schedule(
     session: Session,
     bookings: Iterable[_Upcoming],
-    rules: _Rules,
+    rules: Rules,
     now: datetime,
     *,
     replace: bool = False,
@@ -355,11 +234,11 @@ def on_booking_change(session: Session, ctx: Ctx, booking: Booking, action: str)
                 )
             ).all()
         )  # confirming a booked booking: its reminders exist already
-        _schedule(session, [_upcoming(booking)], _Rules(), ctx.now, skip_offsets=planned)
+        _schedule(session, [_upcoming(booking)], Rules(), ctx.now, skip_offsets=planned)
     elif action == "rescheduled":
         cancel_reminders(session, booking.id, ctx.now, "booking rescheduled")
         if booking.status in REMINDED_STATUSES:
-            _schedule(session, [_upcoming(booking)], _Rules(), ctx.now, replace=True)
+            _schedule(session, [_upcoming(booking)], Rules(), ctx.now, replace=True)
     elif action in _ENDING_ACTIONS:
         cancel_reminders(session, booking.id, ctx.now, f"booking {action.replace('_', ' ')}")
 
@@ -373,7 +252,7 @@ def schedule_upcoming(
     """Plan reminders for every upcoming booked or confirmed booking that has none yet,
     ``batch`` bookings per transaction; returns how many reminder jobs were created.
     Safe to run again (and next to live bookings): rows and jobs are unique."""
-    rules = _Rules()
+    rules = Rules()
     no_reminders = ~sa.exists().where(_REMINDERS.c.booking_id == Booking.id)
     base = sa.select(Booking.id, Booking.tenant_id, Booking.service_id, Booking.starts_at).where(
         Booking.status.in_(REMINDED_STATUSES), Booking.starts_at > now, no_reminders
@@ -392,87 +271,3 @@ def schedule_upcoming(
         last = found[-1][0]
         if len(found) < batch:
             return total
-
-
-# --- the job ----------------------------------------------------------------------------
-
-
-def _skip(row: BookingReminder, reason: str, now: datetime) -> None:
-    row.status, row.reason, row.updated_at = "skipped", reason[:500], now
-    log.info(
-        "reminder skipped",
-        extra={"booking_id": row.booking_id, "offset": row.offset_minutes, "reason": reason},
-    )
-
-
-def unavailable(session: Session, tenant_id: str, patient_id: str, channel: str) -> str | None:
-    """Why ``channel`` cannot carry a reminder to this patient now, or None if it can."""
-    if opted_out(session, tenant_id, patient_id, channel):
-        return "opted out"
-    if recipient(session, tenant_id, patient_id, channel) is None:
-        return "no address"
-    if integration_for(session, tenant_id, channel) is None:
-        return "no integration"
-    return None
-
-
-@registry.handler(REMINDER_KIND, max_attempts=5)
-def send_reminder(job: JobContext) -> None:
-    """At the reminder's time: still wanted? then queue it on the first channel that works."""
-    booking_id, offset = str(job.payload["booking_id"]), int(job.payload["offset"])
-    planned_start = datetime.fromisoformat(str(job.payload["starts_at"]))
-    now = job.now()
-    with job.db.write() as session:
-        row = session.scalars(
-            sa.select(BookingReminder).where(
-                BookingReminder.booking_id == booking_id,
-                BookingReminder.offset_minutes == offset,
-            )
-        ).first()
-        if row is None or row.status != "scheduled" or row.starts_at != planned_start:
-            return  # cancelled, done already, or replaced by a reschedule: not this job's
-        row.job_id = job.job_id
-        booking = session.get(Booking, booking_id)
-        if booking is None or booking.status not in REMINDED_STATUSES:
-            _skip(row, f"booking is {booking.status if booking else 'gone'}", now)
-            return
-        if booking.starts_at != row.starts_at:
-            _skip(row, "booking moved", now)
-            return
-        if booking.starts_at <= now:
-            _skip(row, "appointment already started", now)
-            return
-        _, rule = _Rules().get(session, booking.tenant_id, booking.service_id)
-        if not rule.enabled:
-            _skip(row, "reminders disabled", now)
-            return
-        tenant = session.get(Tenant, booking.tenant_id)
-        patient = session.get(Patient, booking.patient_id)
-        assert tenant is not None and patient is not None
-        why: list[str] = []
-        variables: dict[str, Any] | None = None
-        for channel in rule.channels:
-            problem = unavailable(session, tenant.id, patient.id, channel)
-            if problem is None:
-                if variables is None:
-                    variables = message_variables(session, job.settings, booking, tenant, patient)
-                try:
-                    message = queue_message(
-                        session,
-                        Ctx.system(tenant.id, "reminders", now),
-                        patient_id=patient.id,
-                        channel=channel,
-                        template=TEMPLATE,
-                        variables=variables,
-                        booking_id=booking.id,
-                        dedupe_key=f"reminder:{booking.id}:{offset}:{booking.starts_at.isoformat()}",
-                    )
-                except InvalidInputError as exc:
-                    problem = exc.errors[0].message if exc.errors else str(exc)
-                else:
-                    row.status, row.channel, row.message_id = "sent", channel, message.id
-                    row.reason = "; ".join(why) or None
-                    row.updated_at = now
-                    return
-            why.append(f"{channel}: {problem}")
-        _skip(row, "no channel: " + "; ".join(why), now)

@@ -31,7 +31,13 @@ from clinicbridge.integrations.service import open_credentials
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.messaging.models import FINAL_SEND_STATUSES, Message
 from clinicbridge.messaging.providers import SENDERS, OutcomeUnknownError, Outgoing
-from clinicbridge.messaging.service import SEND_KIND, add_event, opted_out
+from clinicbridge.messaging.service import (
+    FAILURE_STATUSES,
+    SEND_KIND,
+    add_event,
+    failed,
+    opted_out,
+)
 from clinicbridge.vault.service import Vault
 from clinicbridge.vault.shared import shared_vault
 
@@ -197,6 +203,8 @@ def _settle(session: Session, message: Message, status: str, now: datetime, deta
     if status in ("failed", "unknown"):
         message.error = detail[:500]
     add_event(session, message, status, source="worker", at=now, detail=detail)
+    if status in FAILURE_STATUSES:
+        failed(session, message, now)
 
 
 @registry.handler(SEND_KIND, max_attempts=8)

@@ -8,7 +8,8 @@ An opted-out recipient gets a ``suppressed`` row, never a send.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,6 +38,11 @@ from clinicbridge.patients.models import Patient, PatientContact
 from clinicbridge.patients.records import latest_consent
 
 SEND_KIND = "messaging.send"
+# A message that will not reach the patient (failed, undelivered, bounced, dropped,
+# suppressed before sending): hooks run in the transaction that records it.
+FAILURE_STATUSES = frozenset({"failed", "undelivered", "bounced", "dropped", "suppressed"})
+FailureHook = Callable[[Session, Message, datetime], None]
+_failure_hooks: list[FailureHook] = []
 LITERAL = "literal"
 _CONTACT_KIND = {"email": "email", "sms": "phone", "whatsapp": "phone"}
 
@@ -180,6 +186,19 @@ def queue_message(
             dedupe_key=f"{SEND_KIND}:{message.id}",
         )
     return message
+
+
+def on_failure(hook: FailureHook) -> FailureHook:
+    """Run ``hook`` whenever a message first settles in a failure status (decorator)."""
+    if hook not in _failure_hooks:
+        _failure_hooks.append(hook)
+    return hook
+
+
+def failed(session: Session, message: Message, at: datetime) -> None:
+    """Tell the hooks that ``message`` will not reach the patient."""
+    for hook in _failure_hooks:
+        hook(session, message, at)
 
 
 def add_event(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from clinicbridge.messaging.models import Message
-from clinicbridge.messaging.service import add_event
+from clinicbridge.messaging.service import FAILURE_STATUSES, add_event, failed
 
 RANK = {
     "queued": 0,
@@ -56,9 +56,12 @@ def apply_provider_status(
         return None
     add_event(session, message, status, source="provider", at=at, detail=detail)
     if RANK[status] >= RANK.get(message.status, 0):
+        first_failure = status in FAILURE_STATUSES and message.status not in FAILURE_STATUSES
         message.status = status
-        if status in ("undelivered", "failed", "bounced", "dropped") and detail:
+        if status in FAILURE_STATUSES and detail:
             message.error = detail[:500]
+        if first_failure:
+            failed(session, message, at)
     if cost_minor is not None:
         message.cost_minor, message.cost_currency = cost_minor, cost_currency
     message.updated_at = at
