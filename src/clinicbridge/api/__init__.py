@@ -16,6 +16,7 @@ from clinicbridge.api import (
     message_templates,
     messages,
     patients,
+    push_subscriptions,
     reminder_rules,
     roles,
     scheduling,
@@ -49,6 +50,7 @@ def api_v1_router() -> APIRouter:
         messages,
         reminder_rules,
         conversations,
+        push_subscriptions,
         tasks,
         voice,
     ):

@@ -115,6 +115,10 @@ class Connector:
     def test_connection(self, ctx: ConnectorContext) -> TestResult:
         raise NotImplementedError
 
+    def complete(self, credentials: dict[str, Any], settings: dict[str, Any]) -> None:
+        """Fill in, before validation, what ClinicBridge makes itself from the rest (a
+        key pair, a public key derived from a private one). Changes the dicts in place."""
+
     @classmethod
     def describe(cls) -> dict[str, Any]:
         return {

@@ -104,8 +104,10 @@ def create_integration(
     field = connector.webhook_secret_field
     if connector.generates_webhook_secret and field and not creds.get(field):
         creds[field] = generated = generate_webhook_secret()
+    settings_in = dict(data.settings)
+    connector.complete(creds, settings_in)
     creds = _validated(connector.credentials_schema, creds, "credentials")
-    settings = _validated(connector.settings_schema, data.settings, "settings")
+    settings = _validated(connector.settings_schema, settings_in, "settings")
     integration_id = new_id("int")
     row = Integration(
         id=integration_id,
@@ -172,21 +174,26 @@ def update_integration(
     if data.name is not None and data.name != row.name:
         changed["name"] = [row.name, data.name]
         row.name = data.name
-    if data.settings is not None:
-        merged = {**row.settings, **data.settings}
+    if data.settings is None and data.credentials is None:
+        creds_in: dict[str, Any] = {}
+        settings_in: dict[str, Any] = dict(row.settings)
+    else:
+        current = {k: s.reveal() for k, s in open_credentials(vault, row).items()}
+        creds_in = {**current, **(data.credentials or {})}
+        settings_in = {**row.settings, **(data.settings or {})}
+        connector.complete(creds_in, settings_in)
+    if data.settings is not None or settings_in != row.settings:
         settings = _validated(
             connector.settings_schema,
-            {k: v for k, v in merged.items() if v is not None},
+            {k: v for k, v in settings_in.items() if v is not None},
             "settings",
         )
         changed["settings"] = [row.settings, settings]
         row.settings = settings
     if data.credentials is not None:
-        current = {k: s.reveal() for k, s in open_credentials(vault, row).items()}
-        merged = {**current, **data.credentials}
         creds = _validated(
             connector.credentials_schema,
-            {k: v for k, v in merged.items() if v is not None},
+            {k: v for k, v in creds_in.items() if v is not None},
             "credentials",
         )
         row.credentials = vault.seal(

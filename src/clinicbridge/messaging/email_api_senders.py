@@ -41,21 +41,24 @@ from typing import Any
 
 import httpx
 
-from clinicbridge.core.errors import CircuitOpenError, ExternalServiceError, RateLimitedError
+from clinicbridge.core.errors import ExternalServiceError
 from clinicbridge.core.secrets import Secret
 from clinicbridge.db.engine import Database
-from clinicbridge.http.retry import Failure, classify_exception
 from clinicbridge.integrations.connector import ConnectorContext
 from clinicbridge.integrations.connectors.mailgun import MailgunSettings
 from clinicbridge.integrations.connectors.resend import ResendSettings
 from clinicbridge.integrations.connectors.sendgrid import SendGridSettings
 from clinicbridge.messaging import smtp_sender  # noqa: F401  (first: SMTP stays preferred)
-from clinicbridge.messaging.providers import OutcomeUnknownError, Outgoing, Sender, register
+from clinicbridge.messaging.providers import (
+    OutcomeUnknownError,
+    Outgoing,
+    Sender,
+    maybe_accepted,
+    register,
+)
 
 CB_ID = "cb_message_id"  # the name our id travels under at every provider
 _REASON_MAX = 200
-# Statuses after which the provider cannot have accepted the message.
-_NOT_ACCEPTED = frozenset({429, 503})
 
 
 # --- wiring ------------------------------------------------------------------------------
@@ -186,21 +189,9 @@ def _refused(provider: str, ctx: ConnectorContext, response: httpx.Response, sec
     )
 
 
-def _maybe_accepted(exc: ExternalServiceError) -> bool:
-    """Whether the provider may have accepted the message before this failure."""
-    if isinstance(exc, CircuitOpenError | RateLimitedError):
-        return False  # refused here, before anything was sent
-    if exc.status_code is not None:
-        return exc.status_code not in _NOT_ACCEPTED
-    cause = exc.__cause__
-    if isinstance(cause, httpx.HTTPError):
-        return classify_exception(cause) is not Failure.NOT_SENT
-    return True  # unknown: assume the worst
-
-
 def _without_key(provider: str, exc: ExternalServiceError) -> ExternalServiceError:
     """SendGrid, Mailgun: a failure that may hide an accepted message is final."""
-    if exc.retryable and _maybe_accepted(exc):
+    if exc.retryable and maybe_accepted(exc):
         final = OutcomeUnknownError(
             f"{exc.detail}; outcome unknown: the provider may have accepted the message, "
             f"and {provider} takes no idempotency key, so it is not resent",

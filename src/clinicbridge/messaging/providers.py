@@ -15,10 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from clinicbridge.core.errors import ExternalServiceError
+import httpx
+
+from clinicbridge.core.errors import CircuitOpenError, ExternalServiceError, RateLimitedError
+from clinicbridge.http.retry import Failure, classify_exception
 
 if TYPE_CHECKING:
     from clinicbridge.db.engine import Database
+
+# Statuses after which the provider cannot have accepted the message.
+_NOT_ACCEPTED = frozenset({429, 503})
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,9 @@ class Outgoing:
     public_base_url: str | None = None
     send_started_at: datetime | None = None
     rate_limit: float | None = None
+    # CLINICBRIDGE_WEBHOOK_ALLOWLIST: where a sender given URLs by others (web push
+    # endpoints) may connect although the address is not public.
+    allowlist: str = ""
 
 
 class OutcomeUnknownError(ExternalServiceError):
@@ -50,6 +59,20 @@ class OutcomeUnknownError(ExternalServiceError):
     before sending again, or marks it ``unknown`` when the provider cannot be asked."""
 
     retryable = True
+
+
+def maybe_accepted(exc: ExternalServiceError) -> bool:
+    """Whether the provider may have accepted the message before this failure: not after
+    a refusal here (open breaker, our rate limit), a 429 or 503, or a connection that
+    never carried the request."""
+    if isinstance(exc, CircuitOpenError | RateLimitedError):
+        return False
+    if exc.status_code is not None:
+        return exc.status_code not in _NOT_ACCEPTED
+    cause = exc.__cause__
+    if isinstance(cause, httpx.HTTPError):
+        return classify_exception(cause) is not Failure.NOT_SENT
+    return True  # unknown: assume the worst
 
 
 SendFn = Callable[[Outgoing, datetime], str]

@@ -115,6 +115,7 @@ def _outgoing(job: JobContext, message: Message, integration: Integration) -> Ou
         public_base_url=job.settings.base_url if job.settings is not None else None,
         send_started_at=message.send_started_at,
         rate_limit=integration.settings.get("rate_limit_per_second"),
+        allowlist=job.settings.webhook_allowlist if job.settings is not None else "",
     )
 
 

@@ -9,7 +9,7 @@ An opted-out recipient gets a ``suppressed`` row, never a send.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +26,7 @@ from clinicbridge.integrations.models import Integration
 from clinicbridge.jobs import queue
 from clinicbridge.messaging import (
     email_api_senders,  # noqa: F401  (registers itself)
+    push,
     smtp_sender,  # noqa: F401  (registers itself)
     twilio_sender,  # noqa: F401  (registers itself)
 )
@@ -52,8 +53,14 @@ def opted_out(session: Session, tenant_id: str, patient_id: str, channel: str) -
     return latest_consent(session, tenant_id, patient_id, channel) is False
 
 
-def recipient(session: Session, tenant_id: str, patient_id: str, channel: str) -> str | None:
-    """The patient's primary address for ``channel`` (e-mail, or E.164 phone)."""
+def recipient(
+    session: Session, tenant_id: str, patient_id: str, channel: str, now: datetime | None = None
+) -> str | None:
+    """The patient's primary address for ``channel`` (e-mail, or E.164 phone); for push,
+    the ids of their newest active subscriptions, comma-separated."""
+    if channel == "push":
+        devices = push.active_devices(session, tenant_id, patient_id, now or datetime.now(UTC))
+        return ",".join(devices) or None
     kind = _CONTACT_KIND.get(channel)
     if kind is None:
         return None
@@ -116,7 +123,7 @@ def queue_message(
     ).first()
     if patient is None:
         raise InvalidInputError.one("patient_id", "no such patient", "not_found")
-    address = recipient(session, ctx.tenant_id, patient.id, channel)
+    address = recipient(session, ctx.tenant_id, patient.id, channel, ctx.now)
     if address is None:
         raise InvalidInputError.one(
             "channel", f"the patient has no address for {channel}", "no_address"

@@ -12,6 +12,7 @@ from clinicbridge.integrations.connectors.smtp import Smtp
 from clinicbridge.integrations.connectors.stripe import Stripe
 from clinicbridge.integrations.connectors.twilio import Twilio
 from clinicbridge.integrations.connectors.vapi import Vapi
+from clinicbridge.integrations.connectors.web_push import WebPush
 from clinicbridge.integrations.connectors.zoom import Zoom
 
 ALL: tuple[type[Connector], ...] = (
@@ -21,6 +22,7 @@ ALL: tuple[type[Connector], ...] = (
     Resend,
     Mailgun,
     Smtp,
+    WebPush,
     DocuSign,
     Zoom,
     Vapi,
