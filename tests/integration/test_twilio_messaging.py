@@ -6,6 +6,7 @@ inbox ``POST /webhooks/{integration_id}``, and a send cut short reconciled by lo
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from clinicbridge.db.engine import Database
 from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.messaging import twilio_events, twilio_sender
+from clinicbridge.messaging.clinic_templates import sample_variables
 from clinicbridge.messaging.models import Message, MessageEvent
 from clinicbridge.messaging.service import SEND_KIND
 from clinicbridge.patients.models import CommunicationConsent
@@ -87,7 +89,8 @@ class FakeTwilio:
             "sid": f"SM{len(self.messages) + 1:032x}",
             "to": fields["To"],
             "from": fields.get("From"),
-            "body": fields["Body"],
+            # With a ContentSid, Twilio renders the approved template itself.
+            "body": fields.get("Body", f"[content {fields.get('ContentSid')}]"),
             "status": "queued",
             "direction": "outbound-api",
             "date_created": format_datetime(datetime.now(UTC), usegmt=True),
@@ -524,3 +527,59 @@ def test_a_timeout_after_twilio_accepted_is_found_instead_of_retried(
     assert len(fake.posts) == 1 and len(fake.messages) == 1
     sent = _message(db, queued["id"])
     assert sent.status == "sent" and sent.provider_message_id == fake.messages[0]["sid"]
+
+
+# --- WhatsApp approved templates ----------------------------------------------------------
+
+
+def test_a_whatsapp_template_with_a_content_sid_sends_the_approved_template(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, fake: FakeTwilio
+) -> None:
+    _twilio(client, clinic)
+    patient = _patient(client, clinic)
+    sid = "HX" + "b" * 32
+    template = {
+        "body": "Hi {{ patient.first_name }}, see you {{ booking.start_text }}.",
+        "content_sid": sid,
+        "content_variables": ["patient.first_name", "booking.start_text"],
+    }
+    saved = client.put(f"{API}/message-templates/booking.reminder/whatsapp/en", json=template,
+                       headers=clinic.headers)  # fmt: skip
+    assert _ok(saved)["content_sid"] == sid
+    variables = sample_variables("booking.reminder", "en")
+    message = {"patient_id": patient, "channel": "whatsapp", "template": "booking.reminder",
+               "variables": variables}  # fmt: skip
+    queued = _ok(client.post(f"{API}/messages", json=message, headers=clinic.headers), 202)
+    run(db, settings, SEND_KIND)
+    post = fake.posts[-1]
+    assert "Body" not in post and post["ContentSid"] == sid
+    assert json.loads(post["ContentVariables"]) == {
+        "1": "Alex",
+        "2": variables["booking"]["start_text"],
+    }
+    assert _message(db, queued["id"]).body.startswith("Hi Alex, see you ")  # our copy
+    preview = {**template, "kind": "booking.reminder", "channel": "whatsapp"}
+    shown = _ok(client.post(f"{API}/message-templates/preview", json=preview,
+                            headers=clinic.headers))  # fmt: skip
+    assert shown["provider_template"]["content_variables"]["1"] == "Alex"
+
+
+@pytest.mark.parametrize(
+    ("channel", "change", "field"),
+    [
+        ("sms", {}, "content_sid"),
+        ("whatsapp", {"content_variables": ["patient.last_name"]}, "content_variables.0"),
+        ("whatsapp", {"content_variables": ["nope"]}, "content_variables.0"),
+        ("whatsapp", {"content_sid": "HX123"}, "content_sid"),
+        ("whatsapp", {"content_sid": None}, "content_variables"),
+    ],
+)
+def test_a_bad_content_template_names_its_field(
+    client: TestClient, clinic: Clinic, channel: str, change: dict[str, Any], field: str
+) -> None:
+    template = {"body": "Hi {{ patient.first_name }}", "content_sid": "HX" + "c" * 32,
+                "content_variables": ["patient.first_name"], **change}  # fmt: skip
+    answer = client.put(f"{API}/message-templates/booking.reminder/{channel}/en",
+                        json=template, headers=clinic.headers)  # fmt: skip
+    assert answer.status_code == 422, answer.text
+    assert [e["field"] for e in answer.json()["errors"]] == [field]

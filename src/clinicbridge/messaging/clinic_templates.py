@@ -3,7 +3,8 @@ previewed with sample data (and, for SMS, the length and segments it will cost).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +17,7 @@ from clinicbridge.core.errors import InvalidInputError, NotFoundError
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.messaging.defaults import DEFAULT_TEMPLATES, DefaultTemplate
-from clinicbridge.messaging.kinds import KINDS
+from clinicbridge.messaging.kinds import KINDS, variables_for
 from clinicbridge.messaging.languages import normalize_tag, resolve
 from clinicbridge.messaging.models import ClinicTemplate
 from clinicbridge.messaging.segments import sms_segments
@@ -43,6 +44,59 @@ def _kind(kind: str) -> str:
     return kind
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """A template found along the language chain, compiled, with the provider-approved
+    template it maps to, if any (WhatsApp: a Twilio Content SID and its variables)."""
+
+    language: str
+    template: MessageTemplate
+    content_sid: str | None = None
+    content_variables: tuple[str, ...] = ()
+
+    def provider_template(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``{"content_sid", "content_variables": {"1": ..., "2": ...}}`` for these values."""
+        if self.content_sid is None:
+            return None
+        filled = {str(i): _lookup(values, name) for i, name in enumerate(self.content_variables, 1)}
+        return {"content_sid": self.content_sid, "content_variables": filled}
+
+
+def _lookup(values: Mapping[str, Any], name: str) -> str:
+    head, _, tail = name.partition(".")
+    value: Any = values.get(head)
+    if tail:
+        value = value.get(tail) if isinstance(value, Mapping) else None
+    return "" if value is None else str(value)
+
+
+def _check_content(
+    kind: str,
+    channel: str,
+    content_sid: str | None,
+    content_variables: Sequence[str] | None,
+    declared: list[str] | None,
+) -> list[str] | None:
+    """Content templates are WhatsApp's; each variable must be one the kind provides."""
+    if content_sid is None:
+        if content_variables:
+            raise InvalidInputError.one("content_variables", "only with a content_sid")
+        return None
+    if channel != "whatsapp":
+        raise InvalidInputError.one("content_sid", "only WhatsApp templates have a content SID")
+    spec = variables_for(kind, declared)
+    names = list(content_variables or [])
+    for i, name in enumerate(names):
+        head, _, tail = name.partition(".")
+        fields = spec.get(head, ()) if head in spec else None
+        known = head in spec and (fields is None if not tail else tail in (fields or ()))
+        if not known:
+            raise InvalidInputError.one(
+                f"content_variables.{i}", f"'{name}' is not a variable of {kind}", "unknown"
+            )
+    return names
+
+
 def list_templates(session: Session, ctx: Ctx) -> list[ClinicTemplate]:
     stmt = scoped_select(ClinicTemplate, ctx.tenant_id).order_by(
         ClinicTemplate.kind, ClinicTemplate.channel, ClinicTemplate.language
@@ -61,11 +115,16 @@ def save_template(
     body: str,
     html: str | None,
     variables: Iterable[str] | None = None,
+    content_sid: str | None = None,
+    content_variables: Sequence[str] | None = None,
 ) -> ClinicTemplate:
-    """Create or replace; a template that does not validate is refused (422 by field)."""
+    """Create or replace; a template that does not validate is refused (422 by field).
+    A WhatsApp template may name its approved Content SID and, in order, the variables
+    that fill the approved text's {{1}}, {{2}}...; ``body`` stays our copy of it."""
     kind, language = _kind(kind), _language(language)
     declared = sorted(variables) if variables is not None else None
     validate_template(kind, channel, subject, body, html, variables=declared)
+    names = _check_content(kind, channel, content_sid, content_variables, declared)
     row = session.scalars(
         scoped_select(ClinicTemplate, ctx.tenant_id).where(
             ClinicTemplate.kind == kind,
@@ -86,6 +145,7 @@ def save_template(
         )
         session.add(row)
     row.subject, row.body, row.html, row.variables = subject, body, html, declared
+    row.content_sid, row.content_variables = content_sid, names
     row.updated_by, row.updated_at = f"{ctx.actor_type}:{ctx.actor_id}", ctx.now
     session.flush()
     record(session, ctx, action, "message_template", row.id,
@@ -116,7 +176,7 @@ def resolve_template(
     channel: str,
     language: str | None,
     clinic_default: str | None,
-) -> tuple[str, MessageTemplate] | None:
+) -> Resolved | None:
     """The clinic's or the built-in template along the language chain (the clinic's wins
     at each step), compiled; None when neither exists."""
     own: dict[tuple[str, str, str], ClinicTemplate | DefaultTemplate] = {
@@ -132,7 +192,10 @@ def resolve_template(
         return None
     lang, t = found
     declared = getattr(t, "variables", None)
-    return lang, load_template(kind, channel, t.subject, t.body, t.html, variables=declared)
+    compiled = load_template(kind, channel, t.subject, t.body, t.html, variables=declared)
+    if not isinstance(t, ClinicTemplate) or t.content_sid is None:
+        return Resolved(lang, compiled)
+    return Resolved(lang, compiled, t.content_sid, tuple(t.content_variables or ()))
 
 
 def sample_variables(kind: str, language: str) -> dict[str, Any]:
@@ -163,11 +226,15 @@ def preview(
     body: str,
     html: str | None,
     variables: dict[str, Any] | None = None,
+    content_sid: str | None = None,
+    content_variables: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Validate and render with sample data (or the given variables); for SMS and
-    WhatsApp also the encoding, length and segment count."""
+    WhatsApp also the encoding, length and segment count, and for an approved WhatsApp
+    template the values its placeholders would get."""
     kind, language = _kind(kind), _language(language)
     template = validate_template(kind, channel, subject, body, html)
+    names = _check_content(kind, channel, content_sid, content_variables, None)
     values = variables if variables is not None else sample_variables(kind, language)
     try:
         rendered: RenderedMessage = template.render(values)
@@ -181,4 +248,7 @@ def preview(
     if channel in ("sms", "whatsapp"):
         encoding, units, segments = sms_segments(rendered.text)
         out["sms"] = {"encoding": encoding, "length": units, "segments": segments}
+    if content_sid is not None:
+        resolved = Resolved(language, template, content_sid, tuple(names or ()))
+        out["provider_template"] = resolved.provider_template(values)
     return out

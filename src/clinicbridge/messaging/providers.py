@@ -51,6 +51,8 @@ class Outgoing:
     # CLINICBRIDGE_WEBHOOK_ALLOWLIST: where a sender given URLs by others (web push
     # endpoints) may connect although the address is not public.
     allowlist: str = ""
+    # A template the provider renders itself (see ``Message.provider_template``).
+    provider_template: dict[str, Any] | None = None
 
 
 class OutcomeUnknownError(ExternalServiceError):

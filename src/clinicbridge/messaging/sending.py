@@ -116,6 +116,7 @@ def _outgoing(job: JobContext, message: Message, integration: Integration) -> Ou
         send_started_at=message.send_started_at,
         rate_limit=integration.settings.get("rate_limit_per_second"),
         allowlist=job.settings.webhook_allowlist if job.settings is not None else "",
+        provider_template=message.provider_template,
     )
 
 

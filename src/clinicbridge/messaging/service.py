@@ -137,6 +137,7 @@ def queue_message(
     assert tenant is not None
     language = patient.preferred_language or tenant.default_language
     html = None
+    provider_template: dict[str, Any] | None = None
     if template is not None:
         found = resolve_template(
             session, ctx.tenant_id, template, channel,
@@ -146,12 +147,13 @@ def queue_message(
             raise InvalidInputError.one(
                 "template", f"no template for {template} on {channel}; send subject and body"
             )
-        language, compiled = found
+        language = found.language
         try:
-            rendered = compiled.render(variables or {})
+            rendered = found.template.render(variables or {})
         except TemplateRenderError as exc:
             raise InvalidInputError.one("variables", exc.detail) from None
         subject, body, html = rendered.subject, rendered.text, rendered.html
+        provider_template = found.provider_template(variables or {})
     assert body is not None
     if channel == "email" and not subject:
         raise InvalidInputError.one("subject", "an e-mail needs a subject")
@@ -171,6 +173,7 @@ def queue_message(
         body=body,
         html=html,
         attachments=list(attachments) or None,
+        provider_template=provider_template,
         status="suppressed" if suppressed else "queued",
         dedupe_key=dedupe_key,
         created_by=f"{ctx.actor_type}:{ctx.actor_id}",

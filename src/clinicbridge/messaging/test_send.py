@@ -61,7 +61,7 @@ def send_test(
     found = resolve_template(session, ctx.tenant_id, kind, channel, tag, tenant.default_language)
     if found is None:
         raise InvalidInputError.one("kind", f"no template for {kind} on {channel}")
-    used_language, compiled = found
+    used_language, compiled = found.language, found.template
     try:
         rendered = compiled.render(sample_variables(kind, used_language))
     except TemplateRenderError as exc:

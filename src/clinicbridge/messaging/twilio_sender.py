@@ -39,6 +39,7 @@ from the environment, as ``webhooks.delivery`` does.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,8 +152,16 @@ def status_callback_url(base_url: str, integration_id: str) -> str:
 
 
 def form(out: Outgoing, status_callback: str | None) -> dict[str, str]:
-    """The form fields of the create-message request."""
-    fields = {"To": _address(out, out.to_address), "Body": out.body}
+    """The form fields of the create-message request: ``Body``, or an approved template's
+    ``ContentSid`` and ``ContentVariables`` (a JSON object of its numbered placeholders)."""
+    fields = {"To": _address(out, out.to_address)}
+    if out.provider_template:
+        fields["ContentSid"] = str(out.provider_template["content_sid"])
+        fields["ContentVariables"] = json.dumps(
+            out.provider_template.get("content_variables") or {}, ensure_ascii=False
+        )
+    else:
+        fields["Body"] = out.body
     from_number = out.settings.get("from_number")
     if from_number:
         fields["From"] = _address(out, str(from_number))
@@ -304,7 +313,15 @@ def _taken(runtime: _Runtime, message_id: str, sids: list[str]) -> set[str]:
 
 
 def lookup(out: Outgoing) -> str | None:
-    """``Sender.lookup``: was the message of an attempt cut short accepted by Twilio?"""
+    """``Sender.lookup``: was the message of an attempt cut short accepted by Twilio?
+    A content template's text is Twilio's, not ours, so it cannot be matched: such a
+    message is never resent (the send job marks it unknown)."""
+    if out.provider_template:
+        raise ExternalServiceError(
+            "twilio: a content template message cannot be matched at Twilio",
+            integration=CONNECTOR,
+            retryable=False,
+        )
     runtime = _resolved(out)
     return find(out, _attempt_started(out, runtime) or datetime.now(UTC) - LOOKUP_WINDOW, runtime)
 
