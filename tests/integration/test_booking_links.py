@@ -21,11 +21,16 @@ from fastapi.testclient import TestClient
 from clinicbridge.app import create_app
 from clinicbridge.audit.models import AuditEvent
 from clinicbridge.core.clock import FakeClock
+from clinicbridge.core.context import Ctx
+from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
+from clinicbridge.messaging.models import Message, MessageEvent
+from clinicbridge.messaging.service import queue_message
 from clinicbridge.scheduling import links
 from clinicbridge.scheduling.models import Booking, BookingChange
 from clinicbridge.settings import Settings
-from tests.conftest import Clinic
+from tests.conftest import Clinic, free_port
+from tests.integration.test_messages import _email_integration
 from tests.integration.test_scheduling_api import API, NOW, Setup, _ok, configure
 
 FRIDAY_9 = "2026-03-06T09:00:00-05:00"
@@ -305,13 +310,15 @@ def _post_limit() -> tuple[int, float]:
 
 def test_tokens_round_trip_and_refuse_what_was_not_signed() -> None:
     key = links.derive_key(b"m" * 32)
-    token = links.make_token(key, "bkg_ABC", "cancel", FRIDAY_9_UTC)
+    token = links.make_token(key, "bkg_ABC", "cancel", FRIDAY_9_UTC, version=1)
     assert "=" not in token and len(token) < 60
-    assert links.read_token(key, token, NOW) == ("bkg_ABC", "cancel")
+    assert links.read_token(key, token, NOW) == links.LinkRef("cancel", booking_id="bkg_ABC")
+    by_message = links.make_token(key, "msg_ABC", "confirm", FRIDAY_9_UTC)  # version 2
+    assert links.read_token(key, by_message, NOW) == links.LinkRef("confirm", message_id="msg_ABC")
     with pytest.raises(links.ExpiredLinkTokenError):
         links.read_token(key, token, FRIDAY_9_UTC)
     # A genuine signature over an unknown action or version is still refused.
-    for header in (struct.pack(">BcI", 1, b"z", 2**31), struct.pack(">BcI", 2, b"c", 2**31)):
+    for header in (struct.pack(">BcI", 1, b"z", 2**31), struct.pack(">BcI", 3, b"c", 2**31)):
         payload = header + b"bkg_ABC"
         tag = hmac.new(key, payload, hashlib.sha256).digest()[: links.TAG_BYTES]
         with pytest.raises(links.BadLinkTokenError):
@@ -322,3 +329,44 @@ def test_tokens_round_trip_and_refuse_what_was_not_signed() -> None:
         links.make_token(key, "bkg_ABC", "confirm", datetime(2026, 3, 6, 9))  # naive
     with pytest.raises(ValueError):
         links.make_token(key, "bkg/../x", "confirm", FRIDAY_9_UTC)
+
+
+def test_a_link_bound_to_its_message_acts_on_the_booking_and_is_a_click_on_the_message(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, booking: str
+) -> None:
+    _email_integration(client, clinic, free_port())  # queued, never sent here
+    message_id = new_id("msg")
+    with db.write() as session:
+        queue_message(session, Ctx.system(clinic.id, "test", NOW), patient_id=_patient_of(
+            db, booking), channel="email", subject="Your visit", body="See you",
+            booking_id=booking, message_id=message_id)  # fmt: skip
+    urls = links.booking_links(settings, booking, expires_at=FRIDAY_9_UTC, message_id=message_id)
+    path = urlsplit(urls["confirm_url"]).path
+    assert "Confirm" in _html(client.get(path))  # showing the page is no click
+    with db.read() as session:
+        assert (
+            session.scalar(sa.select(Message.status).where(Message.id == message_id)) != "clicked"
+        )
+    _html(client.post(path))
+    assert _state(db, booking)[0] == "confirmed"
+    with db.read() as session:
+        message = session.get(Message, message_id)
+        events = session.scalars(
+            sa.select(MessageEvent.detail).where(
+                MessageEvent.message_id == message_id, MessageEvent.status == "clicked"
+            )
+        ).all()
+    assert message is not None and message.status == "clicked"
+    assert events == ["confirm link used"]
+    # A message-bound link of a message that is gone (its patient erased) finds nothing.
+    forged = links.booking_links(settings, booking, expires_at=FRIDAY_9_UTC,
+                                 message_id=new_id("msg"))  # fmt: skip
+    assert client.post(urlsplit(forged["cancel_url"]).path).status_code == 404
+    assert _state(db, booking)[0] == "confirmed"
+
+
+def _patient_of(db: Database, booking_id: str) -> str:
+    with db.read() as session:
+        found = session.scalar(sa.select(Booking.patient_id).where(Booking.id == booking_id))
+        assert found is not None
+        return found

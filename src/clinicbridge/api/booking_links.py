@@ -29,6 +29,9 @@ from clinicbridge.api.deps import DB, clock_of
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.models import Tenant
 from clinicbridge.db.engine import Database
+from clinicbridge.messaging.models import Message
+from clinicbridge.messaging.service import add_event
+from clinicbridge.messaging.status import RANK
 from clinicbridge.scheduling import bookings, links
 from clinicbridge.scheduling.bookings import BookingStateError, CancellationWindowError
 from clinicbridge.scheduling.models import Booking, Location, Service
@@ -104,16 +107,16 @@ def _ip(request: Request) -> str | None:
 def show_link(token: str, request: Request, db: DB) -> HTMLResponse:
     now = clock_of(request).now()
     try:
-        booking_id, action = links.read_token(_key_of(request), token, now)
+        ref = links.read_token(_key_of(request), token, now)
     except links.ExpiredLinkTokenError:
         return _expired()
     except links.LinkTokenError:
         return _not_found()
     with db.read() as session:
-        facts = _facts(session, booking_id)
+        facts = _facts(session, _booking_of(session, ref))
     if facts is None:
         return _not_found()
-    if action == "confirm":
+    if ref.action == "confirm":
         return _confirm_question(facts)
     return _cancel_question(facts, now)
 
@@ -129,16 +132,16 @@ def use_link(token: str, request: Request, db: DB) -> HTMLResponse:
     if wait is not None:
         return _too_many(wait)
     try:
-        booking_id, action = links.read_token(_key_of(request), token, now)
+        ref = links.read_token(_key_of(request), token, now)
     except links.ExpiredLinkTokenError:
         return _expired()
     except links.LinkTokenError:
         return _not_found()
     request_id = getattr(request.state, "request_id", None)
-    outcome, facts = _act(db, booking_id, action, now, request_id, _ip(request))
+    outcome, facts = _act(db, ref, now, request_id, _ip(request))
     if facts is None:
         return _not_found()
-    return _result(outcome, action, facts)
+    return _result(outcome, ref.action, facts)
 
 
 def link_ctx(tenant_id: str, now: datetime, request_id: str | None, ip: str | None) -> Ctx:
@@ -147,21 +150,42 @@ def link_ctx(tenant_id: str, now: datetime, request_id: str | None, ip: str | No
     )
 
 
+def _booking_of(session: Session, ref: links.LinkRef) -> str | None:
+    """The booking a link acts on: named by the token, or the carrying message's."""
+    if ref.message_id is None:
+        return ref.booking_id
+    message = session.get(Message, ref.message_id)
+    return message.booking_id if message is not None else None
+
+
+def _clicked(session: Session, ref: links.LinkRef, now: datetime) -> None:
+    """A used link is a click on the message that carried it (its timeline says which)."""
+    message = session.get(Message, ref.message_id) if ref.message_id else None
+    if message is None:
+        return
+    add_event(session, message, "clicked", source="link", at=now,
+              detail=f"{ref.action} link used")  # fmt: skip
+    if RANK["clicked"] > RANK.get(message.status, 0):
+        message.status, message.updated_at = "clicked", now
+
+
 def _act(
     db: Database,
-    booking_id: str,
-    action: str,
+    ref: links.LinkRef,
     now: datetime,
     request_id: str | None,
     ip: str | None,
 ) -> tuple[str, Facts | None]:
     """Do the link's action; ``(outcome, facts)``, facts None if there is no booking."""
     facts: Facts | None = None
+    action = ref.action
     try:
         with db.write() as session:
+            booking_id = _booking_of(session, ref)
             facts = _facts(session, booking_id)
-            if facts is None:
+            if facts is None or booking_id is None:
                 return "missing", None
+            _clicked(session, ref, now)
             ctx = link_ctx(facts.tenant_id, now, request_id, ip)
             if action == "confirm":
                 if facts.status == "confirmed":
@@ -178,15 +202,15 @@ def _act(
         pass
     # Not possible in its state, perhaps because a twin request just did it.
     with db.read() as session:
-        facts = _facts(session, booking_id)
+        facts = _facts(session, _booking_of(session, ref))
     if facts is None:
         return "missing", None
     target = "confirmed" if action == "confirm" else "cancelled"
     return ("already" if facts.status == target else "state"), facts
 
 
-def _facts(session: Session, booking_id: str) -> Facts | None:
-    booking = session.get(Booking, booking_id)
+def _facts(session: Session, booking_id: str | None) -> Facts | None:
+    booking = session.get(Booking, booking_id) if booking_id else None
     if booking is None:
         return None
     tenant = session.get(Tenant, booking.tenant_id)

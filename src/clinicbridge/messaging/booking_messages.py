@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
+from clinicbridge.core.ids import new_id
 from clinicbridge.core.models import Tenant
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.messaging.service import integration_for, queue_message, recipient
@@ -52,15 +53,19 @@ def message_variables(
     patient: Patient,
     *,
     previous_start: datetime | None = None,
+    message_id: str | None = None,
 ) -> dict[str, Any]:
-    """The ``booking.*`` template variables of a booking, with its signed links."""
+    """The ``booking.*`` template variables of a booking, with its signed links (bound
+    to ``message_id``, the message they will travel in, when given)."""
     service = session.get(Service, booking.service_id)
     provider = session.get(Provider, booking.provider_id)
     location = session.get(Location, booking.location_id) if booking.location_id else None
     assert service is not None and provider is not None
     links = {"confirm_url": "", "cancel_url": ""}
     if settings is not None:
-        links = booking_links(settings, booking.id, expires_at=booking.starts_at)
+        links = booking_links(
+            settings, booking.id, expires_at=booking.starts_at, message_id=message_id
+        )
     return booking_variables(
         language=patient.preferred_language,
         clinic_default_language=tenant.default_language,
@@ -102,6 +107,7 @@ def on_booking_changed(job: JobContext) -> None:
             "content": ical.ics_attachment(session, booking).decode(),
             "content_type": f"text/calendar; charset=utf-8; method={method}",
         }
+        message_id = new_id("msg")
         queue_message(
             session,
             ctx,
@@ -115,10 +121,12 @@ def on_booking_changed(job: JobContext) -> None:
                 tenant,
                 patient,
                 previous_start=_previous_start(session, str(job.payload["change_id"])),
+                message_id=message_id,
             ),
             booking_id=booking.id,
             dedupe_key=f"booking:{job.payload['change_id']}:{CHANNEL}",
             attachments=[attachment],
+            message_id=message_id,
         )
 
 

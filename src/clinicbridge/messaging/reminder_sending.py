@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
+from clinicbridge.core.ids import new_id
 from clinicbridge.core.models import Tenant
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.registry import JobContext, registry
@@ -91,11 +92,14 @@ def _deliver(
     patient = session.get(Patient, booking.patient_id)
     assert tenant is not None and patient is not None
     variables: dict[str, Any] | None = None
+    message_id = new_id("msg")  # the links in the reminder are bound to it
     for channel in channels:
         problem = unavailable(session, tenant.id, patient.id, channel)
         if problem is None:
             if variables is None:
-                variables = message_variables(session, job.settings, booking, tenant, patient)
+                variables = message_variables(
+                    session, job.settings, booking, tenant, patient, message_id=message_id
+                )
             key = f"reminder:{booking.id}:{row.offset_minutes}:{booking.starts_at.isoformat()}"
             try:
                 message = queue_message(
@@ -107,6 +111,7 @@ def _deliver(
                     variables=variables,
                     booking_id=booking.id,
                     dedupe_key=f"{key}:{channel}" if fallback else key,
+                    message_id=message_id,
                 )
             except InvalidInputError as exc:
                 problem = exc.errors[0].message if exc.errors else str(exc)

@@ -102,10 +102,13 @@ def queue_message(
     booking_id: str | None = None,
     dedupe_key: str | None = None,
     attachments: Sequence[dict[str, str]] = (),
+    message_id: str | None = None,
 ) -> Message:
     """A message to a patient from a built-in template (``template`` + ``variables``) or
     literal ``subject``/``body``; sent by a job. The same ``dedupe_key`` answers the
-    message already queued. Bad input: InvalidInputError naming the field."""
+    message already queued. ``message_id`` is the id to give it, when the caller needed
+    it beforehand (links bound to the message). Bad input: InvalidInputError naming the
+    field."""
     if channel not in CHANNELS:
         raise InvalidInputError.one("channel", f"must be one of {', '.join(CHANNELS)}")
     if (template is None) == (body is None):
@@ -159,7 +162,7 @@ def queue_message(
         raise InvalidInputError.one("subject", "an e-mail needs a subject")
     suppressed = opted_out(session, ctx.tenant_id, patient.id, channel)
     message = Message(
-        id=new_id("msg"),
+        id=message_id or new_id("msg"),
         tenant_id=ctx.tenant_id,
         patient_id=patient.id,
         booking_id=booking_id,

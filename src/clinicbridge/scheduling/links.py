@@ -2,8 +2,11 @@
 
 A token is ``base64url(payload || tag)`` without padding, where ``payload`` is a
 version byte, an action byte, the expiry (unsigned 32-bit integer seconds since the
-epoch) and the booking id (ASCII), and ``tag`` is HMAC-SHA256 over the payload,
-truncated to 128 bits to keep links short enough for SMS. The HMAC key is derived
+epoch) and an id (ASCII), and ``tag`` is HMAC-SHA256 over the payload, truncated to
+128 bits to keep links short enough for SMS. Version 2 tokens name the message that
+carried the link (one token per message: a click lands in that message's timeline,
+and the booking is the message's); version 1 tokens name the booking itself and are
+still accepted. The HMAC key is derived
 from the master key with HKDF (``info=b"clinicbridge booking links v1"``), so no
 token is stored and nothing but the master key can mint one. Tags are compared in
 constant time. The booking id is globally unique, so a token names its clinic too:
@@ -20,6 +23,7 @@ import hashlib
 import hmac
 import re
 import struct
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -31,7 +35,8 @@ from clinicbridge.settings import Settings, load_master_key
 Action = Literal["confirm", "cancel"]
 
 HKDF_INFO = b"clinicbridge booking links v1"
-VERSION = 1
+VERSION = 2  # what make_token mints by default
+_BY_VERSION = {1: "booking", 2: "message"}  # what a token's id names
 TAG_BYTES = 16
 MAX_TOKEN_CHARS = 200
 PATH_PREFIX = "/b/"
@@ -40,7 +45,17 @@ _ACTION_CODES: dict[str, bytes] = {"confirm": b"c", "cancel": b"x"}
 _ACTIONS_BY_CODE: dict[bytes, Action] = {b"c": "confirm", b"x": "cancel"}
 _HEADER = struct.Struct(">BcI")  # version, action, expiry seconds
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_BOOKING_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_SUBJECT_ID = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+@dataclass(frozen=True)
+class LinkRef:
+    """What a token allows: ``action`` on a booking, named directly (version 1) or
+    through the message that carried the link (version 2)."""
+
+    action: Action
+    booking_id: str | None = None
+    message_id: str | None = None
 
 
 class LinkTokenError(Exception):
@@ -72,24 +87,29 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def make_token(key: bytes, booking_id: str, action: str, expires_at: datetime) -> str:
-    """A token allowing ``action`` on ``booking_id`` until ``expires_at`` (aware)."""
+def make_token(
+    key: bytes, subject_id: str, action: str, expires_at: datetime, *, version: int = VERSION
+) -> str:
+    """A token allowing ``action`` until ``expires_at`` (aware) on the booking named by
+    ``subject_id``: a message id (version 2) or a booking id (version 1)."""
     code = _ACTION_CODES.get(action)
     if code is None:
         raise ValueError(f"unknown link action {action!r}")
-    if not _BOOKING_ID.match(booking_id):
-        raise ValueError("booking_id must be 1-64 ASCII letters, digits or underscores")
+    if version not in _BY_VERSION:
+        raise ValueError(f"unknown link token version {version}")
+    if not _SUBJECT_ID.match(subject_id):
+        raise ValueError("the id must be 1-64 ASCII letters, digits or underscores")
     if expires_at.tzinfo is None:
         raise ValueError("expires_at must be timezone-aware")
     expiry = int(expires_at.timestamp())
     if not 0 < expiry < 2**32:
         raise ValueError("expires_at is out of range")
-    payload = _HEADER.pack(VERSION, code, expiry) + booking_id.encode("ascii")
+    payload = _HEADER.pack(version, code, expiry) + subject_id.encode("ascii")
     return _b64(payload + _tag(key, payload))
 
 
-def read_token(key: bytes, token: str, now: datetime) -> tuple[str, Action]:
-    """``(booking_id, action)`` of a genuine, unexpired token.
+def read_token(key: bytes, token: str, now: datetime) -> LinkRef:
+    """What a genuine, unexpired token names and allows.
 
     Raises BadLinkTokenError for anything not minted with ``key`` (checked in constant
     time), ExpiredLinkTokenError once ``now`` reaches the token's expiry."""
@@ -108,23 +128,32 @@ def read_token(key: bytes, token: str, now: datetime) -> tuple[str, Action]:
         raise BadLinkTokenError("link token signature does not match")
     version, code, expiry = _HEADER.unpack_from(payload)
     action = _ACTIONS_BY_CODE.get(code)
-    booking_id = payload[_HEADER.size :].decode("ascii", errors="replace")
-    if version != VERSION or action is None or not _BOOKING_ID.match(booking_id):
+    subject_id = payload[_HEADER.size :].decode("ascii", errors="replace")
+    names = _BY_VERSION.get(version)
+    if names is None or action is None or not _SUBJECT_ID.match(subject_id):
         raise BadLinkTokenError("unknown link token version or action")
     if now >= datetime.fromtimestamp(expiry, UTC):
         raise ExpiredLinkTokenError("link token has expired")
-    return booking_id, action
+    if names == "message":
+        return LinkRef(action, message_id=subject_id)
+    return LinkRef(action, booking_id=subject_id)
 
 
 def link_url(settings: Settings, token: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}{PATH_PREFIX}{token}"
 
 
-def booking_links(settings: Settings, booking_id: str, *, expires_at: datetime) -> dict[str, str]:
-    """Absolute ``confirm_url`` and ``cancel_url`` for a message about this booking,
-    valid until ``expires_at`` (e.g. the appointment's start)."""
+def booking_links(
+    settings: Settings, booking_id: str, *, expires_at: datetime, message_id: str | None = None
+) -> dict[str, str]:
+    """Absolute ``confirm_url`` and ``cancel_url`` for a message about this booking, valid
+    until ``expires_at`` (e.g. the appointment's start): bound to ``message_id`` when the
+    message's id is known, else to the booking."""
     key = link_key(settings)
+    subject, version = (message_id, 2) if message_id else (booking_id, 1)
     return {
-        f"{action}_url": link_url(settings, make_token(key, booking_id, action, expires_at))
+        f"{action}_url": link_url(
+            settings, make_token(key, subject, action, expires_at, version=version)
+        )
         for action in ("confirm", "cancel")
     }
