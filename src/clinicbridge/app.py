@@ -33,8 +33,10 @@ from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import messages as web_messages
+from clinicbridge.web import reminder_rules as web_reminder_rules
 from clinicbridge.web import routes as web_routes
 
 API_DESCRIPTION = """\
@@ -106,6 +108,8 @@ def create_app(
     app.include_router(web_routes.router)
     app.include_router(web_integrations.router)
     app.include_router(web_messages.router)
+    app.include_router(web_conversations.router)
+    app.include_router(web_reminder_rules.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(PublicCorsMiddleware)

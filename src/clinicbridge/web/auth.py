@@ -6,6 +6,7 @@ import hmac
 from typing import Any
 
 from fastapi import Depends, Request
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from clinicbridge.api.deps import PERMISSION_ATTR, clock_of, db_of
@@ -14,6 +15,7 @@ from clinicbridge.core.errors import ClinicBridgeError, NotFoundError, Permissio
 from clinicbridge.core.rbac import PERMISSIONS
 from clinicbridge.core.roles import role_permissions
 from clinicbridge.core.sessions import SignedIn, resolve_session
+from clinicbridge.core.tenancy import get_tenant
 from clinicbridge.settings import Settings
 
 CSRF_FIELD = "csrf_token"
@@ -106,3 +108,16 @@ async def checked_form(request: Request, ctx: Ctx, tenant_id: str) -> FormData:
     found = signed_in(request)
     assert found is not None  # require_session ran first
     return await check_csrf(request, found)
+
+
+def page_context(request: Request, ctx: Ctx, session: Session) -> dict[str, Any]:
+    """What every signed-in page of a clinic shows: who, which clinic, the CSRF token."""
+    found = signed_in(request)
+    assert found is not None
+    return {
+        "ctx": ctx,
+        "me": found.user,
+        "tenant": get_tenant(session, ctx.tenant_id),
+        "csrf_token": found.session.csrf_token,
+        "csrf_field": CSRF_FIELD,
+    }

@@ -11,7 +11,6 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy.orm import Session
 
 from clinicbridge.api.deps import db_of
 from clinicbridge.core.context import Ctx
@@ -22,7 +21,7 @@ from clinicbridge.messaging.defaults import DEFAULT_LANGUAGES, DEFAULT_TEMPLATES
 from clinicbridge.messaging.kinds import CHANNELS, KIND_VARIABLES, variables_for
 from clinicbridge.messaging.languages import normalize_tag, resolve
 from clinicbridge.messaging.models import STATUSES, ClinicTemplate, Message, MessageEvent
-from clinicbridge.web.auth import CSRF_FIELD, checked_form, own_tenant, require_session, signed_in
+from clinicbridge.web.auth import checked_form, own_tenant, page_context, require_session
 from clinicbridge.web.routes import templates
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
@@ -46,18 +45,6 @@ def mask_address(address: str | None) -> str:
     if len(address) >= 10:
         return f"{address[:5]}***{address[-4:]}"
     return f"{address[:2]}***{address[-2:]}" if len(address) > 4 else "***"
-
-
-def _base(request: Request, ctx: Ctx, session: Session) -> dict[str, Any]:
-    found = signed_in(request)
-    assert found is not None
-    return {
-        "ctx": ctx,
-        "me": found.user,
-        "tenant": get_tenant(session, ctx.tenant_id),
-        "csrf_token": found.session.csrf_token,
-        "csrf_field": CSRF_FIELD,
-    }
 
 
 # Messages log ---------------------------------------------------------------
@@ -86,7 +73,7 @@ def messages_page(
     if before:
         stmt = stmt.where(Message.id < before)
     with db_of(request).read() as session:
-        data = _base(request, ctx, session)
+        data = page_context(request, ctx, session)
         rows = list(session.scalars(stmt.order_by(Message.id.desc()).limit(PAGE_SIZE + 1)))
         shown = rows[:PAGE_SIZE]
         timelines: dict[str, list[MessageEvent]] = {m.id: [] for m in shown}
@@ -144,7 +131,7 @@ def _editor_data(
     """Everything the template page shows; ``typed`` is what the form sent, if anything."""
     kind, channel, language = choice["kind"], choice["channel"], choice["language"]
     with db_of(request).read() as session:
-        data = _base(request, ctx, session)
+        data = page_context(request, ctx, session)
         own_rows = list(session.scalars(scoped_select(ClinicTemplate, ctx.tenant_id)))
     own = next(
         (r for r in own_rows if (r.kind, r.channel, r.language) == (kind, channel, language)),
