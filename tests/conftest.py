@@ -29,6 +29,7 @@ from clinicbridge.core.clock import SystemClock
 from clinicbridge.core.tenancy import create_tenant
 from clinicbridge.db.engine import Database, create_database, normalize_url
 from clinicbridge.db.migrate import upgrade
+from clinicbridge.messaging import smtp_sender
 from clinicbridge.settings import Settings, load_settings
 
 PG_URL = os.environ.get("CLINICBRIDGE_TEST_DATABASE_URL", "")
@@ -41,6 +42,13 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("CLINICBRIDGE_"):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def _close_kept_smtp_sessions() -> Iterator[None]:
+    """The send job keeps SMTP sessions open between messages; no test leaves one open."""
+    yield
+    smtp_sender.POOL.close_all()
 
 
 def _pg_admin_engine() -> sa.Engine:

@@ -26,7 +26,7 @@ from clinicbridge.core.errors import ExternalServiceError
 from clinicbridge.core.secrets import Secret
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.connector import ConnectorContext
-from clinicbridge.integrations.connectors.smtp import Smtp, SmtpCredentials, SmtpError
+from clinicbridge.integrations.connectors.smtp import SessionPool, Smtp, SmtpCredentials, SmtpError
 from clinicbridge.messaging.email import Attachment, build_email, send_smtp
 from tests.conftest import Clinic, free_port
 
@@ -483,3 +483,91 @@ def test_open_relay_needs_no_credentials(
         f"/api/v1/integrations/{created.json()['id']}/test", headers=clinic.headers
     )
     assert tested.json()["ok"] is True
+
+
+# --- sessions kept between messages (the send job's pool) -----------------------------------
+
+
+@dataclass
+class Counting(Sink):
+    """Also notes which SMTP session carried each message, and can hang up mid-DATA."""
+
+    sessions: list[int] = field(default_factory=list)
+    hang_up_in_data: bool = False
+    refuse: bool = False
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.refuse:
+            return "554 5.7.1 Message refused"
+        if self.hang_up_in_data:
+            assert server.transport is not None
+            server.transport.abort()  # the message arrived; the reply never leaves
+            self.envelopes.append(envelope)
+            return "250 never sent"
+        self.sessions.append(id(session))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def _pooled_server() -> tuple[Controller, Server, Counting]:
+    sink, port = Counting(), free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, server_hostname="mail.test")
+    controller.start()
+    return controller, Server(port, sink), sink
+
+
+def _mail(n: int) -> EmailMessage:
+    return build_email(from_email="rdv@clinic.example", from_name=None, to="alex@example.com",
+                       subject=f"Reminder {n}", text="See you", message_id=f"pool-{n}")  # fmt: skip
+
+
+def test_a_kept_session_carries_many_messages_and_a_new_configuration_gets_its_own() -> None:
+    controller, server, sink = _pooled_server()
+    pool = SessionPool()
+    try:
+        for n in range(5):
+            send_smtp(server.settings(), None, _mail(n), pool=pool, pool_key="int_a:1")
+        send_smtp(server.settings(), None, _mail(5), pool=pool, pool_key="int_a:2")
+        assert len(sink.envelopes) == 6
+        assert len(set(sink.sessions[:5])) == 1  # one session for the first five
+        assert sink.sessions[5] != sink.sessions[0]  # another configuration, another session
+    finally:
+        pool.close_all()
+        controller.stop()
+
+
+def test_a_session_the_server_dropped_is_replaced_without_losing_or_doubling_a_message() -> None:
+    controller, server, sink = _pooled_server()
+    pool = SessionPool()
+    try:
+        send_smtp(server.settings(), None, _mail(1), pool=pool, pool_key="k")
+        controller.stop()  # the server restarts: the kept session is dead
+        restarted = Controller(sink, hostname="127.0.0.1", port=server.port,
+                               server_hostname="mail.test")  # fmt: skip
+        restarted.start()
+        controller = restarted
+        send_smtp(server.settings(), None, _mail(2), pool=pool, pool_key="k")
+        subjects = [e.original_content.split(b"Subject: ")[1].split(b"\r\n")[0]
+                    for e in sink.envelopes if e.original_content]  # fmt: skip
+        assert subjects == [b"Reminder 1", b"Reminder 2"]
+    finally:
+        pool.close_all()
+        controller.stop()
+
+
+def test_a_connection_lost_during_data_may_have_delivered_and_says_so() -> None:
+    controller, server, sink = _pooled_server()
+    pool = SessionPool()
+    try:
+        sink.hang_up_in_data = True
+        with pytest.raises(SmtpError) as raised:
+            send_smtp(server.settings(), None, _mail(1), pool=pool, pool_key="k")
+        assert raised.value.maybe_delivered and raised.value.retryable
+        assert len(sink.envelopes) == 1  # it did arrive: a resend would be a duplicate
+        sink.hang_up_in_data = False
+        sink.refuse = True
+        with pytest.raises(SmtpError) as refused:  # a refusal is an answer: nothing arrived
+            send_smtp(server.settings(), None, _mail(2), pool=pool, pool_key="k")
+        assert not refused.value.maybe_delivered and refused.value.status_code == 554
+    finally:
+        pool.close_all()
+        controller.stop()

@@ -34,8 +34,6 @@ from urllib.parse import urlsplit
 import httpx
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02
-from pywebpush import WebPusher
 from sqlalchemy.orm import Session
 
 from clinicbridge.audit.service import record
@@ -205,7 +203,18 @@ def _payload(out: Outgoing) -> bytes:
     ).encode()
 
 
+def _encrypt(sub: PushSubscription, payload: bytes) -> bytes:
+    """RFC 8291 ``aes128gcm`` for this browser. Imported here: ``pywebpush`` pulls in
+    ``aiohttp``, which every process would otherwise load at start-up."""
+    from pywebpush import WebPusher
+
+    keys = {"p256dh": sub.p256dh, "auth": sub.auth}
+    return bytes(WebPusher({"endpoint": sub.endpoint, "keys": keys}).encode(payload)["body"])
+
+
 def _headers(out: Outgoing, sub: PushSubscription, now: datetime) -> dict[str, str]:
+    from py_vapid import Vapid02
+
     vapid = Vapid02.from_raw(out.credentials["vapid_private_key"].reveal().encode())
     claims = {
         "aud": origin(sub.endpoint),
@@ -261,8 +270,7 @@ def send_push(out: Outgoing, now: datetime) -> str:
     gone: list[str] = []
     problem: ExternalServiceError | None = None
     for sub in subs:
-        keys = {"p256dh": sub.p256dh, "auth": sub.auth}
-        body = bytes(WebPusher({"endpoint": sub.endpoint, "keys": keys}).encode(payload)["body"])
+        body = _encrypt(sub, payload)
         try:
             response = _post(out, sub, body, now)
         except ForbiddenDestinationError:

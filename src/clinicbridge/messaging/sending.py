@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.errors import ExternalServiceError, RateLimitedError
+from clinicbridge.core.secrets import Secret
 from clinicbridge.http.ratelimit import RateLimit, RateLimitExceeded, TokenBucket
 from clinicbridge.integrations.models import Integration
 from clinicbridge.integrations.service import open_credentials
 from clinicbridge.jobs.registry import JobContext, registry
+from clinicbridge.messaging import send_writes
 from clinicbridge.messaging.models import FINAL_SEND_STATUSES, Message
 from clinicbridge.messaging.providers import SENDERS, OutcomeUnknownError, Outgoing
 from clinicbridge.messaging.service import (
@@ -43,6 +46,7 @@ from clinicbridge.vault.shared import shared_vault
 
 log = logging.getLogger("clinicbridge.messaging")
 RATE_WAIT_S = 30.0  # a handler thread waits this long for its turn, then gives the job back
+RATE_MARGIN = 0.85  # of the provider's rate, for arrivals bunching up on the way
 
 
 def _vault(job: JobContext) -> Vault:
@@ -69,7 +73,7 @@ def _start(session: Session, job: JobContext, message_id: str) -> Outgoing | _Re
         integration = _integration(session, message)
         if sender is not None and sender.lookup is not None and integration is not None:
             # asked outside this transaction (see ``_reconcile``); still ``sending`` meanwhile
-            return _Recheck(_outgoing(job, message, integration))
+            return _Recheck(_orm_outgoing(job, message, integration))
         detail = "the previous attempt stopped mid-send: not resent, so never sent twice"
         _settle(session, message, "unknown", now, detail)
         return None
@@ -84,7 +88,41 @@ def _start(session: Session, job: JobContext, message_id: str) -> Outgoing | _Re
         return None
     message.status, message.send_started_at, message.updated_at = "sending", now, now
     add_event(session, message, "sending", source="worker", at=now)
-    return _outgoing(job, message, integration)
+    return _orm_outgoing(job, message, integration)
+
+
+def _orm_outgoing(job: JobContext, message: Message, integration: Integration) -> Outgoing:
+    credentials = open_credentials(_vault(job), integration)
+    return _outgoing(
+        job, message, integration.id, integration.connector, integration.settings, credentials
+    )
+
+
+def _prepare(job: JobContext, message_id: str) -> Outgoing | _Slow | None:
+    """Step 1 for a message still ``queued`` (the usual case): read without a lock, then a
+    group-committed opt-out check and compare-and-set to ``sending``. Anything unusual
+    (already ``sending``, no integration, opted out, changed meanwhile) takes the careful
+    path under the lock (``_start``)."""
+    with job.db.engine.connect() as conn:
+        row = conn.execute(send_writes.LOAD, {"b_id": message_id}).first()
+    if row is None or row.status in FINAL_SEND_STATUSES:
+        return None
+    if row.status != "queued" or not row.enabled or row.connector not in SENDERS:
+        return SLOW
+    credentials = _vault(job).open(row.tenant_id, row.integration_id, row.credentials)
+    out = _outgoing(job, row, row.integration_id, row.connector, row.settings, credentials)
+    now = job.now()
+    starting = send_writes.Starting(message_id, row.tenant_id, row.patient_id, row.channel, now)
+    if not send_writes.mark_sending(job.db, starting):
+        return SLOW
+    return replace(out, send_started_at=now)
+
+
+class _Slow:
+    """``_prepare`` found something to look at under the lock (see ``_start``)."""
+
+
+SLOW = _Slow()
 
 
 def _integration(session: Session, message: Message) -> Integration | None:
@@ -96,12 +134,19 @@ def _integration(session: Session, message: Message) -> Integration | None:
     return integration
 
 
-def _outgoing(job: JobContext, message: Message, integration: Integration) -> Outgoing:
+def _outgoing(
+    job: JobContext,
+    message: Any,  # a Message, or a row of send_writes.LOAD
+    integration_id: str,
+    connector: str,
+    settings: dict[str, Any],
+    credentials: dict[str, Secret],
+) -> Outgoing:
     return Outgoing(
         message_id=message.id,
         tenant_id=message.tenant_id,
-        integration_id=integration.id,
-        provider=integration.connector,
+        integration_id=integration_id,
+        provider=connector,
         channel=message.channel,
         to_address=message.to_address or "",
         subject=message.subject,
@@ -109,12 +154,12 @@ def _outgoing(job: JobContext, message: Message, integration: Integration) -> Ou
         html=message.html,
         language=message.language,
         attachments=list(message.attachments or []),
-        settings=dict(integration.settings),
-        credentials=dict(open_credentials(_vault(job), integration)),
+        settings=dict(settings),
+        credentials=dict(credentials),
         db=job.db,
         public_base_url=job.settings.base_url if job.settings is not None else None,
         send_started_at=message.send_started_at,
-        rate_limit=integration.settings.get("rate_limit_per_second"),
+        rate_limit=settings.get("rate_limit_per_second"),
         allowlist=job.settings.webhook_allowlist if job.settings is not None else "",
         provider_template=message.provider_template,
     )
@@ -181,12 +226,14 @@ def _wait_for_a_token(job: JobContext, out: Outgoing) -> None:
     """Keep the provider's rate (``rate_limit_per_second``) across all workers: a token
     from the shared bucket, or RateLimitedError (retried later, no attempt used).
 
-    The bucket holds one token and refills at the rate minus one a second, so no
-    1-second window ever holds more than the rate, bursts included."""
+    The bucket holds one token and refills at ``RATE_MARGIN`` of the rate: tokens are
+    granted here, but the provider counts arrivals, and messages granted evenly can
+    arrive bunched (a slow connection, then a fast one). The margin keeps any 1-second
+    window at the provider under the rate."""
     if not out.rate_limit:
         return
     rate = float(out.rate_limit)
-    limit = RateLimit(rate=max(rate - 1, rate / 2), burst=1, max_wait=RATE_WAIT_S)
+    limit = RateLimit(rate=rate * RATE_MARGIN, burst=1, max_wait=RATE_WAIT_S)
     key = f"send:{out.tenant_id}:{out.integration_id}"
     try:
         delay = TokenBucket(job.db).acquire(key, limit, job.now(), limit.max_wait)
@@ -212,8 +259,10 @@ def _settle(session: Session, message: Message, status: str, now: datetime, deta
 @registry.handler(SEND_KIND, max_attempts=8)
 def send(job: JobContext) -> None:
     message_id = str(job.payload["message_id"])
-    with job.db.write() as session:
-        started = _start(session, job, message_id)
+    started: Outgoing | _Recheck | _Slow | None = _prepare(job, message_id)
+    if isinstance(started, _Slow):
+        with job.db.write() as session:
+            started = _start(session, job, message_id)
     out = _reconcile(job, started.out) if isinstance(started, _Recheck) else started
     if out is None:
         return
@@ -258,11 +307,7 @@ def send(job: JobContext) -> None:
         if exc.retryable and (job.attempt < job.max_attempts or not exc.consumes_attempt):
             raise
         return
-    with job.db.write() as session:
-        message = session.get(Message, message_id, with_for_update=True)
-        assert message is not None
-        now = job.now()
-        message.status, message.provider_message_id = "sent", provider_id
-        message.sent_at = message.updated_at = now
-        add_event(session, message, "sent", source="worker", at=now)
+    send_writes.mark_sent(
+        job.db, send_writes.Sent(message_id, out.tenant_id, provider_id, job.now())
+    )
     log.info("message sent", extra={"fields": {"message_id": message_id, "provider": out.provider}})

@@ -1,12 +1,35 @@
 """E-mail through any SMTP server. SMTP cannot be asked whether a message arrived, so
-a send cut short is never resent (see ``sending``)."""
+a send cut short is never resent (see ``sending``); neither is one whose connection
+broke during DATA before the server answered (``OutcomeUnknownError``).
+
+Sessions are kept open between messages (one per integration configuration and
+handler thread), so a burst of reminders does not connect and log in for each one.
+"""
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 from datetime import datetime
 
+from clinicbridge.core.secrets import Secret
+from clinicbridge.integrations.connectors.smtp import SessionPool, SmtpError
 from clinicbridge.messaging.email import Attachment, build_email, send_smtp
-from clinicbridge.messaging.providers import Outgoing, Sender, register
+from clinicbridge.messaging.providers import OutcomeUnknownError, Outgoing, Sender, register
+
+POOL = SessionPool()
+atexit.register(POOL.close_all)
+
+
+def pool_key(out: Outgoing) -> str:
+    """The integration and a digest of its whole configuration: a change of server or
+    password never reuses a session opened with the old one."""
+    creds = {k: v.reveal() if isinstance(v, Secret) else str(v) for k, v in out.credentials.items()}
+    digest = hashlib.sha256(
+        json.dumps([out.settings, creds], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return f"{out.integration_id}:{digest}"
 
 
 def send_email(out: Outgoing, now: datetime) -> str:
@@ -25,7 +48,19 @@ def send_email(out: Outgoing, now: datetime) -> str:
         language=out.language,
         date=now,
     )
-    return send_smtp(out.settings, out.credentials, email)
+    try:
+        return send_smtp(
+            out.settings, out.credentials, email, integration=out.integration_id,
+            pool=POOL, pool_key=pool_key(out),
+        )  # fmt: skip
+    except SmtpError as exc:
+        if exc.maybe_delivered:
+            raise OutcomeUnknownError(
+                f"{exc.detail}; the server may have taken the message, so it is not resent",
+                integration=exc.integration,
+                status_code=exc.status_code,
+            ) from None
+        raise
 
 
 register(Sender("smtp", ("email",), send_email))

@@ -2,9 +2,10 @@
 
 Everything that talks SMTP lives here, so that ``smtplib``'s and ``ssl``'s errors are
 translated into ours in one place (``SmtpError``, an ``ExternalServiceError``):
-the connection test opens a session and quits, ``messaging.email.send_smtp`` opens
-one and sends. A session is: connect (implicit TLS for ``ssl``), EHLO, STARTTLS and
-EHLO again for ``starttls``, AUTH when credentials are set.
+the connection test opens a session and quits; ``messaging.email.send_smtp`` sends
+through one, kept open between messages by a ``SessionPool`` for the send job. A
+session is: connect (implicit TLS for ``ssl``), EHLO, STARTTLS and EHLO again for
+``starttls``, AUTH when credentials are set.
 
 Error messages name the host, the port and the step that failed, quote at most a
 short piece of the server's answer, and never contain the username's password
@@ -17,8 +18,12 @@ import base64
 import smtplib
 import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from email.message import EmailMessage
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, EmailStr, Field, StringConstraints, model_validator
@@ -88,11 +93,13 @@ class SmtpError(ExternalServiceError):
         status_code: int | None = None,
         retryable: bool = True,
         needs_reauth: bool = False,
+        maybe_delivered: bool = False,
     ) -> None:
         super().__init__(
             detail, integration=integration, status_code=status_code, retryable=retryable
         )
         self.needs_reauth = needs_reauth
+        self.maybe_delivered = maybe_delivered
 
 
 def tls_context(settings: SmtpSettings) -> ssl.SSLContext:
@@ -107,6 +114,34 @@ def _reveal(value: Secret | str | None) -> str | None:
     return value.reveal() if isinstance(value, Secret) else value
 
 
+def _connect(
+    cfg: SmtpSettings, username: str | None, password: str | None, step: list[str]
+) -> smtplib.SMTP:
+    """Connect, greet, secure, log in; ``step[0]`` names where it got to."""
+    step[0] = "connect"
+    conn: smtplib.SMTP
+    if cfg.security == "ssl":
+        conn = smtplib.SMTP_SSL(
+            cfg.host, cfg.effective_port, timeout=cfg.timeout_seconds, context=tls_context(cfg)
+        )
+    else:
+        conn = smtplib.SMTP(cfg.host, cfg.effective_port, timeout=cfg.timeout_seconds)
+    try:
+        step[0] = "EHLO"
+        conn.ehlo_or_helo_if_needed()
+        if cfg.security == "starttls":
+            step[0] = "STARTTLS"
+            conn.starttls(context=tls_context(cfg))
+            conn.ehlo()
+        if username is not None and password is not None:
+            step[0] = "AUTH"
+            conn.login(username, password)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 @contextmanager
 def smtp_session(
     settings: SmtpSettings | Mapping[str, Any],
@@ -119,42 +154,139 @@ def smtp_session(
     Any failure, including one of the caller's commands inside the block, is raised
     as ``SmtpError``.
     """
-    cfg = settings if isinstance(settings, SmtpSettings) else SmtpSettings.model_validate(settings)
-    creds = credentials or {}
-    username, password = _reveal(creds.get("username")), _reveal(creds.get("password"))
-    where = f"{cfg.host}:{cfg.effective_port}"
-    step = "connect"
+    cfg = _settings(settings)
+    username, password = _login_of(credentials)
+    step = ["connect"]
     conn: smtplib.SMTP | None = None
     try:
-        if cfg.security == "ssl":
-            conn = smtplib.SMTP_SSL(
-                cfg.host,
-                cfg.effective_port,
-                timeout=cfg.timeout_seconds,
-                context=tls_context(cfg),
-            )
-        else:
-            conn = smtplib.SMTP(cfg.host, cfg.effective_port, timeout=cfg.timeout_seconds)
-        step = "EHLO"
-        conn.ehlo_or_helo_if_needed()
-        if cfg.security == "starttls":
-            step = "STARTTLS"
-            conn.starttls(context=tls_context(cfg))
-            conn.ehlo()
-        if username is not None and password is not None:
-            step = "AUTH"
-            conn.login(username, password)
-        step = "send"
+        conn = _connect(cfg, username, password, step)
+        step[0] = "send"
         yield conn
-        step = "QUIT"
+        step[0] = "QUIT"
         with suppress(smtplib.SMTPException, OSError):
             conn.quit()  # the work is done; a rude goodbye changes nothing
     except (smtplib.SMTPException, OSError) as exc:
-        hidden = _secret_forms(username, password)
-        raise _translate(exc, step, where, cfg, hidden, integration) from None
+        raise _translate(
+            exc, step[0], cfg, _secret_forms(username, password), integration
+        ) from None
     finally:
         if conn is not None:
             conn.close()
+
+
+def _settings(settings: SmtpSettings | Mapping[str, Any]) -> SmtpSettings:
+    return settings if isinstance(settings, SmtpSettings) else SmtpSettings.model_validate(settings)
+
+
+def _login_of(credentials: Mapping[str, Secret | str] | None) -> tuple[str | None, str | None]:
+    creds = credentials or {}
+    return _reveal(creds.get("username")), _reveal(creds.get("password"))
+
+
+def _send(conn: smtplib.SMTP, message: EmailMessage, step: list[str]) -> None:
+    """``send_message``, noting in ``step`` when the DATA command starts: a connection
+    lost from then on may have delivered the message."""
+    original = conn.data
+
+    def data(msg: Any) -> tuple[int, bytes]:
+        step[0] = "DATA"
+        return original(msg)
+
+    conn.data = data  # type: ignore[method-assign]
+    try:
+        conn.send_message(message)
+    finally:
+        del conn.data  # back to the class's method
+
+
+@dataclass
+class _Kept:
+    conn: smtplib.SMTP
+    used_at: float
+    sent: int = 0
+
+
+class SessionPool:
+    """Open sessions kept between messages, one per integration configuration and per
+    thread (``smtplib`` connections are not thread-safe), so a burst of messages does
+    not pay connect, EHLO, STARTTLS and AUTH for each one.
+
+    A kept session is closed after ``idle_seconds`` unused or ``max_messages`` sent. One
+    found closed by the server before a message started (MAIL FROM failed on a dropped
+    connection: nothing was sent) is replaced once, transparently. Any other failure
+    closes the session and is raised as ``SmtpError``; ``maybe_delivered`` is set when
+    the connection broke during DATA without the server's reply. Sessions are kept by
+    thread id, not in thread-locals, so ``close_all`` reaches those of ended threads too.
+    """
+
+    def __init__(self, *, idle_seconds: float = 30.0, max_messages: int = 100) -> None:
+        self.idle_seconds = idle_seconds
+        self.max_messages = max_messages
+        self._sessions: dict[tuple[int, str], _Kept] = {}
+        self._lock = threading.Lock()
+
+    def _take(self, key: str) -> _Kept | None:
+        with self._lock:
+            found = self._sessions.pop((threading.get_ident(), key), None)
+        if found is None:
+            return None
+        if time.monotonic() - found.used_at > self.idle_seconds or found.sent >= self.max_messages:
+            _close(found.conn, polite=True)
+            return None
+        return found
+
+    def _keep(self, key: str, kept: _Kept) -> None:
+        with self._lock:
+            self._sessions[(threading.get_ident(), key)] = kept
+
+    def send(
+        self,
+        settings: SmtpSettings | Mapping[str, Any],
+        credentials: Mapping[str, Secret | str] | None,
+        message: EmailMessage,
+        *,
+        integration: str,
+        key: str,
+    ) -> None:
+        cfg = _settings(settings)
+        username, password = _login_of(credentials)
+        kept = self._take(key)
+        while True:
+            step = ["send" if kept else "connect"]
+            conn = kept.conn if kept else None
+            try:
+                if conn is None:
+                    conn = _connect(cfg, username, password, step)
+                    step[0] = "send"
+                _send(conn, message, step)
+            except (smtplib.SMTPException, OSError) as exc:
+                if conn is not None:
+                    _close(conn, polite=False)
+                stale = kept is not None and step[0] == "send" and not isinstance(
+                    exc, smtplib.SMTPResponseException | smtplib.SMTPRecipientsRefused
+                )  # fmt: skip
+                if stale:
+                    kept = None  # the server had closed it: open a fresh one, once
+                    continue
+                hidden = _secret_forms(username, password)
+                raise _translate(exc, step[0], cfg, hidden, integration) from None
+            self._keep(key, _Kept(conn, time.monotonic(), (kept.sent if kept else 0) + 1))
+            return
+
+    def close_all(self) -> None:
+        """QUIT every kept session (shutdown, tests): call when no send is under way."""
+        with self._lock:
+            sessions, self._sessions = list(self._sessions.values()), {}
+        for kept in sessions:
+            _close(kept.conn, polite=True)
+
+
+def _close(conn: smtplib.SMTP, *, polite: bool) -> None:
+    if polite:
+        with suppress(smtplib.SMTPException, OSError):
+            conn.quit()
+    with suppress(OSError):
+        conn.close()
 
 
 def _secret_forms(username: str | None, password: str | None) -> tuple[str, ...]:
@@ -185,12 +317,12 @@ def _server_said(exc: smtplib.SMTPResponseException, hidden: tuple[str, ...]) ->
 def _translate(
     exc: BaseException,
     step: str,
-    where: str,
     cfg: SmtpSettings,
     hidden: tuple[str, ...],
     integration: str,
 ) -> SmtpError:
     """One place where smtplib, ssl and socket errors become ``SmtpError``."""
+    where = f"{cfg.host}:{cfg.effective_port}"
 
     def error(detail: str, *, code: int | None = None, retryable: bool = True) -> SmtpError:
         return SmtpError(
@@ -198,6 +330,8 @@ def _translate(
             integration=integration,
             status_code=code,
             retryable=retryable,
+            # Lost during DATA with no reply: the server may have taken the message.
+            maybe_delivered=step == "DATA" and not isinstance(exc, smtplib.SMTPResponseException),
         )
 
     if isinstance(exc, smtplib.SMTPAuthenticationError):
