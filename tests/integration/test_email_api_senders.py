@@ -38,6 +38,7 @@ from clinicbridge.integrations.connector import ConnectorContext
 from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.messaging import email_api_senders as senders
+from clinicbridge.messaging.clinic_templates import sample_variables
 from clinicbridge.messaging.models import Message, MessageEvent
 from clinicbridge.messaging.providers import SENDERS, OutcomeUnknownError, Outgoing
 from clinicbridge.messaging.service import SEND_KIND
@@ -201,6 +202,24 @@ def test_sendgrid_posts_v3_mail_send_with_custom_args_and_returns_x_message_id(
         ],
         "custom_args": {"cb_message_id": "msg_01JDTESTMESSAGE000000000001"},
     }
+
+
+def test_sendgrid_uses_the_clinics_dynamic_template_with_the_message_variables(
+    db: Database,
+) -> None:
+    fake = Fake(lambda r: httpx.Response(202, headers={"X-Message-Id": "dyn-1"}))
+    variables = {"patient": {"first_name": "Quinn"}, "booking": {"start_text": "Tue 9:00"}}
+    dynamic = {"id": "d-" + "0" * 32, "variables": variables}
+    senders.send_sendgrid(
+        context(db, fake, "sendgrid"), outgoing("sendgrid", provider_template=dynamic)
+    )
+    sent = json.loads(fake.requests[0].content)
+    assert sent["template_id"] == "d-" + "0" * 32
+    assert sent["personalizations"] == [
+        {"to": [{"email": "quinn@example.com"}], "dynamic_template_data": variables}
+    ]
+    assert "subject" not in sent and "content" not in sent  # the template has its own
+    assert sent["custom_args"] == {"cb_message_id": "msg_01JDTESTMESSAGE000000000001"}
 
 
 def test_resend_posts_emails_with_our_id_as_idempotency_key(db: Database) -> None:
@@ -610,6 +629,33 @@ def test_sendgrid_sends_through_the_job_and_events_apply_in_any_order_then_bounc
     sendgrid_post(client, hook, [sg_event(second, "delivered", now - 60)])
     drain(db, settings, PROCESS_KIND)
     assert message(db, second.id).status == "bounced"
+
+
+def test_a_clinic_template_naming_a_dynamic_template_goes_out_as_it(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, fake: Fake
+) -> None:
+    integration(client, clinic, "sendgrid")
+    quinn = patient(client, clinic, "quinn@example.com")
+    template = {"subject": "Reminder", "body": "Hi {{ patient.first_name }}",
+                "provider_template_id": "d-" + "a" * 32}  # fmt: skip
+    saved = client.put(f"{API}/message-templates/booking.reminder/email/en", json=template,
+                       headers=clinic.headers)  # fmt: skip
+    _ok(saved)
+    variables = sample_variables("booking.reminder", "en")
+    body = {"patient_id": quinn, "channel": "email", "template": "booking.reminder",
+            "variables": variables}  # fmt: skip
+    _ok(client.post(f"{API}/messages", json=body, headers=clinic.headers), 202)
+    drain(db, settings, SEND_KIND)
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["template_id"] == "d-" + "a" * 32
+    data = sent["personalizations"][0]["dynamic_template_data"]
+    assert data["patient"] == variables["patient"]  # what the message was queued with
+    assert data["booking"]["confirmation_code"] == variables["booking"]["confirmation_code"]
+    listing = {**template, "provider_template_variables": ["patient.first_name"]}
+    refused = client.put(
+        f"{API}/message-templates/booking.reminder/email/en", headers=clinic.headers, json=listing
+    )
+    assert _ok(refused, 422)["errors"][0]["field"] == "provider_template_variables"
 
 
 def test_sendgrid_blocked_bounce_is_not_a_suppression(

@@ -532,7 +532,7 @@ def test_a_timeout_after_twilio_accepted_is_found_instead_of_retried(
 # --- WhatsApp approved templates ----------------------------------------------------------
 
 
-def test_a_whatsapp_template_with_a_content_sid_sends_the_approved_template(
+def test_a_whatsapp_template_with_a_provider_template_id_sends_the_approved_template(
     client: TestClient, clinic: Clinic, db: Database, settings: Settings, fake: FakeTwilio
 ) -> None:
     _twilio(client, clinic)
@@ -540,12 +540,12 @@ def test_a_whatsapp_template_with_a_content_sid_sends_the_approved_template(
     sid = "HX" + "b" * 32
     template = {
         "body": "Hi {{ patient.first_name }}, see you {{ booking.start_text }}.",
-        "content_sid": sid,
-        "content_variables": ["patient.first_name", "booking.start_text"],
+        "provider_template_id": sid,
+        "provider_template_variables": ["patient.first_name", "booking.start_text"],
     }
     saved = client.put(f"{API}/message-templates/booking.reminder/whatsapp/en", json=template,
                        headers=clinic.headers)  # fmt: skip
-    assert _ok(saved)["content_sid"] == sid
+    assert _ok(saved)["provider_template_id"] == sid
     variables = sample_variables("booking.reminder", "en")
     message = {"patient_id": patient, "channel": "whatsapp", "template": "booking.reminder",
                "variables": variables}  # fmt: skip
@@ -561,24 +561,29 @@ def test_a_whatsapp_template_with_a_content_sid_sends_the_approved_template(
     preview = {**template, "kind": "booking.reminder", "channel": "whatsapp"}
     shown = _ok(client.post(f"{API}/message-templates/preview", json=preview,
                             headers=clinic.headers))  # fmt: skip
-    assert shown["provider_template"]["content_variables"]["1"] == "Alex"
+    assert shown["provider_template"]["variables"]["1"] == "Alex"
 
 
 @pytest.mark.parametrize(
     ("channel", "change", "field"),
     [
-        ("sms", {}, "content_sid"),
-        ("whatsapp", {"content_variables": ["patient.last_name"]}, "content_variables.0"),
-        ("whatsapp", {"content_variables": ["nope"]}, "content_variables.0"),
-        ("whatsapp", {"content_sid": "HX123"}, "content_sid"),
-        ("whatsapp", {"content_sid": None}, "content_variables"),
+        ("sms", {}, "provider_template_id"),
+        ("email", {}, "provider_template_id"),  # an e-mail one is a SendGrid d-... id
+        (
+            "whatsapp",
+            {"provider_template_variables": ["patient.last_name"]},
+            "provider_template_variables.0",
+        ),
+        ("whatsapp", {"provider_template_variables": ["nope"]}, "provider_template_variables.0"),
+        ("whatsapp", {"provider_template_id": "HX123"}, "provider_template_id"),
+        ("whatsapp", {"provider_template_id": None}, "provider_template_variables"),
     ],
 )
 def test_a_bad_content_template_names_its_field(
     client: TestClient, clinic: Clinic, channel: str, change: dict[str, Any], field: str
 ) -> None:
-    template = {"body": "Hi {{ patient.first_name }}", "content_sid": "HX" + "c" * 32,
-                "content_variables": ["patient.first_name"], **change}  # fmt: skip
+    template = {"body": "Hi {{ patient.first_name }}", "provider_template_id": "HX" + "c" * 32,
+                "provider_template_variables": ["patient.first_name"], **change}  # fmt: skip
     answer = client.put(f"{API}/message-templates/booking.reminder/{channel}/en",
                         json=template, headers=clinic.headers)  # fmt: skip
     assert answer.status_code == 422, answer.text

@@ -33,11 +33,14 @@ class TemplateIn(BaseModel):
     variables: Annotated[list[str] | None, Field(max_length=50)] = Field(
         default=None, description="custom kinds only: the dotted names callers provide"
     )
-    content_sid: Annotated[str | None, Field(pattern=r"^HX[0-9a-fA-F]{32}$")] = Field(
-        default=None, description="WhatsApp only: the approved template's Twilio Content SID"
+    provider_template_id: Annotated[str | None, Field(max_length=64)] = Field(
+        default=None,
+        description="WhatsApp: the approved template's Twilio Content SID (HX...); e-mail: a "
+        "SendGrid dynamic template (d-...), used when the message goes through SendGrid",
     )
-    content_variables: Annotated[list[str] | None, Field(max_length=100)] = Field(
-        default=None, description="the variables that fill the approved text's {{1}}, {{2}}..."
+
+    provider_template_variables: Annotated[list[str] | None, Field(max_length=100)] = Field(
+        default=None, description="WhatsApp: the variables that fill {{1}}, {{2}}..."
     )
 
 
@@ -56,8 +59,8 @@ class TemplateOut(BaseModel):
     body: str
     html: str | None
     variables: list[str] | None
-    content_sid: str | None
-    content_variables: list[str] | None
+    provider_template_id: str | None
+    provider_template_variables: list[str] | None
     updated_by: str
     updated_at: datetime
 
@@ -71,8 +74,8 @@ def _out(row: ClinicTemplate) -> TemplateOut:
         body=row.body,
         html=row.html,
         variables=row.variables,
-        content_sid=row.content_sid,
-        content_variables=row.content_variables,
+        provider_template_id=row.provider_template_id,
+        provider_template_variables=row.provider_template_variables,
         updated_by=row.updated_by,
         updated_at=row.updated_at,
     )
@@ -97,7 +100,8 @@ def save_template(
         row = clinic_templates.save_template(
             session, ctx, kind=kind, channel=channel, language=language,
             subject=body.subject, body=body.body, html=body.html, variables=body.variables,
-            content_sid=body.content_sid, content_variables=body.content_variables,
+            provider_template_id=body.provider_template_id,
+            provider_template_variables=body.provider_template_variables,
         )  # fmt: skip
         return _out(row)
 
@@ -118,5 +122,5 @@ def preview_template(body: PreviewIn, ctx: Reader) -> dict[str, Any]:
     UCS-2), length and segment count it will cost."""
     return clinic_templates.preview(
         body.kind, body.channel, body.language, body.subject, body.body, body.html, body.sample,
-        body.content_sid, body.content_variables,
+        body.provider_template_id, body.provider_template_variables,
     )  # fmt: skip

@@ -3,6 +3,7 @@ previewed with sample data (and, for SMS, the length and segments it will cost).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from clinicbridge.messaging.templates import (
     RenderedMessage,
     TemplateRenderError,
     load_template,
+    plain_context,
     validate_template,
 )
 from clinicbridge.messaging.variables import booking_variables, payment_variables
@@ -44,22 +46,38 @@ def _kind(kind: str) -> str:
     return kind
 
 
+# Provider-approved templates a clinic's template may name, by channel.
+PROVIDER_TEMPLATE_IDS = {
+    "whatsapp": (re.compile(r"^HX[0-9a-fA-F]{32}$"), "a Twilio Content SID (HX...)"),
+    "email": (re.compile(r"^d-[0-9a-f]{32}$"), "a SendGrid dynamic template id (d-...)"),
+}
+
+
 @dataclass(frozen=True)
 class Resolved:
     """A template found along the language chain, compiled, with the provider-approved
-    template it maps to, if any (WhatsApp: a Twilio Content SID and its variables)."""
+    template it maps to, if any: on WhatsApp a Twilio Content SID whose numbered
+    placeholders the named variables fill; on e-mail a SendGrid dynamic template that
+    gets every variable (used when the message goes through SendGrid)."""
 
     language: str
     template: MessageTemplate
-    content_sid: str | None = None
-    content_variables: tuple[str, ...] = ()
+    channel: str = ""
+    provider_template_id: str | None = None
+    provider_template_variables: tuple[str, ...] = ()
 
     def provider_template(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
-        """``{"content_sid", "content_variables": {"1": ..., "2": ...}}`` for these values."""
-        if self.content_sid is None:
+        """``{"id", "variables"}`` for these values: ``{"1": ..., "2": ...}`` for WhatsApp,
+        the variables themselves for e-mail."""
+        if self.provider_template_id is None:
             return None
-        filled = {str(i): _lookup(values, name) for i, name in enumerate(self.content_variables, 1)}
-        return {"content_sid": self.content_sid, "content_variables": filled}
+        if self.channel != "whatsapp":
+            return {"id": self.provider_template_id, "variables": plain_context(values)}
+        names = enumerate(self.provider_template_variables, 1)
+        return {
+            "id": self.provider_template_id,
+            "variables": {str(i): _lookup(values, name) for i, name in names},
+        }
 
 
 def _lookup(values: Mapping[str, Any], name: str) -> str:
@@ -70,30 +88,45 @@ def _lookup(values: Mapping[str, Any], name: str) -> str:
     return "" if value is None else str(value)
 
 
-def _check_content(
+def _check_provider_template(
     kind: str,
     channel: str,
-    content_sid: str | None,
-    content_variables: Sequence[str] | None,
+    template_id: str | None,
+    variables: Sequence[str] | None,
     declared: list[str] | None,
 ) -> list[str] | None:
-    """Content templates are WhatsApp's; each variable must be one the kind provides."""
-    if content_sid is None:
-        if content_variables:
-            raise InvalidInputError.one("content_variables", "only with a content_sid")
+    """A provider template fits its channel; WhatsApp's variables must be the kind's."""
+    if template_id is None:
+        if variables:
+            raise InvalidInputError.one(
+                "provider_template_variables", "only with a provider_template_id"
+            )
         return None
-    if channel != "whatsapp":
-        raise InvalidInputError.one("content_sid", "only WhatsApp templates have a content SID")
+    shape = PROVIDER_TEMPLATE_IDS.get(channel)
+    if shape is None:
+        raise InvalidInputError.one(
+            "provider_template_id", "only WhatsApp and e-mail templates name a provider template"
+        )
+    if not shape[0].match(template_id):
+        raise InvalidInputError.one("provider_template_id", f"must be {shape[1]}")
+    if channel == "email":
+        if variables:
+            raise InvalidInputError.one(
+                "provider_template_variables",
+                "e-mail provider templates get every variable; do not list them",
+            )
+        return None
     spec = variables_for(kind, declared)
-    names = list(content_variables or [])
+    names = list(variables or [])
     for i, name in enumerate(names):
         head, _, tail = name.partition(".")
-        fields = spec.get(head, ()) if head in spec else None
-        known = head in spec and (fields is None if not tail else tail in (fields or ()))
+        fields = spec.get(head)
+        known = head in spec and (tail in fields if tail and fields else not tail and not fields)
         if not known:
             raise InvalidInputError.one(
-                f"content_variables.{i}", f"'{name}' is not a variable of {kind}", "unknown"
-            )
+                f"provider_template_variables.{i}", f"'{name}' is not a variable of {kind}",
+                "unknown",
+            )  # fmt: skip
     return names
 
 
@@ -115,16 +148,19 @@ def save_template(
     body: str,
     html: str | None,
     variables: Iterable[str] | None = None,
-    content_sid: str | None = None,
-    content_variables: Sequence[str] | None = None,
+    provider_template_id: str | None = None,
+    provider_template_variables: Sequence[str] | None = None,
 ) -> ClinicTemplate:
     """Create or replace; a template that does not validate is refused (422 by field).
     A WhatsApp template may name its approved Content SID and, in order, the variables
-    that fill the approved text's {{1}}, {{2}}...; ``body`` stays our copy of it."""
+    that fill the approved text's {{1}}, {{2}}...; an e-mail template a SendGrid dynamic
+    template. ``body`` (and ``html``) stay our own copy, used everywhere else."""
     kind, language = _kind(kind), _language(language)
     declared = sorted(variables) if variables is not None else None
     validate_template(kind, channel, subject, body, html, variables=declared)
-    names = _check_content(kind, channel, content_sid, content_variables, declared)
+    names = _check_provider_template(
+        kind, channel, provider_template_id, provider_template_variables, declared
+    )
     row = session.scalars(
         scoped_select(ClinicTemplate, ctx.tenant_id).where(
             ClinicTemplate.kind == kind,
@@ -145,7 +181,7 @@ def save_template(
         )
         session.add(row)
     row.subject, row.body, row.html, row.variables = subject, body, html, declared
-    row.content_sid, row.content_variables = content_sid, names
+    row.provider_template_id, row.provider_template_variables = provider_template_id, names
     row.updated_by, row.updated_at = f"{ctx.actor_type}:{ctx.actor_id}", ctx.now
     session.flush()
     record(session, ctx, action, "message_template", row.id,
@@ -193,9 +229,10 @@ def resolve_template(
     lang, t = found
     declared = getattr(t, "variables", None)
     compiled = load_template(kind, channel, t.subject, t.body, t.html, variables=declared)
-    if not isinstance(t, ClinicTemplate) or t.content_sid is None:
-        return Resolved(lang, compiled)
-    return Resolved(lang, compiled, t.content_sid, tuple(t.content_variables or ()))
+    if not isinstance(t, ClinicTemplate) or t.provider_template_id is None:
+        return Resolved(lang, compiled, channel)
+    names = tuple(t.provider_template_variables or ())
+    return Resolved(lang, compiled, channel, t.provider_template_id, names)
 
 
 def sample_variables(kind: str, language: str) -> dict[str, Any]:
@@ -226,15 +263,17 @@ def preview(
     body: str,
     html: str | None,
     variables: dict[str, Any] | None = None,
-    content_sid: str | None = None,
-    content_variables: Sequence[str] | None = None,
+    provider_template_id: str | None = None,
+    provider_template_variables: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Validate and render with sample data (or the given variables); for SMS and
     WhatsApp also the encoding, length and segment count, and for an approved WhatsApp
     template the values its placeholders would get."""
     kind, language = _kind(kind), _language(language)
     template = validate_template(kind, channel, subject, body, html)
-    names = _check_content(kind, channel, content_sid, content_variables, None)
+    names = _check_provider_template(
+        kind, channel, provider_template_id, provider_template_variables, None
+    )
     values = variables if variables is not None else sample_variables(kind, language)
     try:
         rendered: RenderedMessage = template.render(values)
@@ -248,7 +287,7 @@ def preview(
     if channel in ("sms", "whatsapp"):
         encoding, units, segments = sms_segments(rendered.text)
         out["sms"] = {"encoding": encoding, "length": units, "segments": segments}
-    if content_sid is not None:
-        resolved = Resolved(language, template, content_sid, tuple(names or ()))
+    if provider_template_id is not None:
+        resolved = Resolved(language, template, channel, provider_template_id, tuple(names or ()))
         out["provider_template"] = resolved.provider_template(values)
     return out

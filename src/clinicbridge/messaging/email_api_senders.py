@@ -221,6 +221,13 @@ def sendgrid_payload(out: Outgoing, settings: SendGridSettings) -> dict[str, Any
         "content": content,
         "custom_args": {CB_ID: out.message_id},
     }
+    if out.channel == "email" and out.provider_template:
+        # The clinic's dynamic template renders subject and content from the variables.
+        payload["template_id"] = str(out.provider_template["id"])
+        payload["personalizations"][0]["dynamic_template_data"] = dict(
+            out.provider_template.get("variables") or {}
+        )
+        del payload["subject"], payload["content"]
     if out.attachments:
         payload["attachments"] = [
             {

@@ -72,8 +72,9 @@ class Message(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     html: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(sa.JSON, nullable=True)
-    # A provider-approved template the provider renders itself (WhatsApp through Twilio:
-    # {"content_sid": "HX...", "content_variables": {"1": "..."}}); ``body`` is our copy.
+    # A provider-approved template the provider renders itself, {"id", "variables"}: a
+    # Twilio Content SID with {"1": ...}, or a SendGrid dynamic template with the message's
+    # variables. ``body`` (and ``html``) are our own rendering, used by any other provider.
     provider_template: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON, nullable=True)
     status: Mapped[str] = mapped_column(sa.String(16))
     provider_message_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
@@ -121,8 +122,8 @@ class ClinicTemplate(Base):
     variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)  # custom kinds
     # WhatsApp: the approved template (Twilio Content SID) and, in order, the variables
     # that fill its {{1}}, {{2}}...; business-initiated WhatsApp messages need one.
-    content_sid: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
-    content_variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)
+    provider_template_id: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    provider_template_variables: Mapped[list[str] | None] = mapped_column(sa.JSON, nullable=True)
     updated_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -156,9 +156,9 @@ def form(out: Outgoing, status_callback: str | None) -> dict[str, str]:
     ``ContentSid`` and ``ContentVariables`` (a JSON object of its numbered placeholders)."""
     fields = {"To": _address(out, out.to_address)}
     if out.provider_template:
-        fields["ContentSid"] = str(out.provider_template["content_sid"])
+        fields["ContentSid"] = str(out.provider_template["id"])
         fields["ContentVariables"] = json.dumps(
-            out.provider_template.get("content_variables") or {}, ensure_ascii=False
+            out.provider_template.get("variables") or {}, ensure_ascii=False
         )
     else:
         fields["Body"] = out.body

@@ -129,8 +129,8 @@ def upgrade() -> None:
         unique=True,
     )
     with op.batch_alter_table("message_templates") as batch:
-        batch.add_column(sa.Column("content_sid", sa.String(length=64), nullable=True))
-        batch.add_column(sa.Column("content_variables", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("provider_template_id", sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column("provider_template_variables", sa.JSON(), nullable=True))
     with op.batch_alter_table("messages") as batch:
         batch.add_column(sa.Column("provider_template", sa.JSON(), nullable=True))
 
@@ -139,8 +139,8 @@ def downgrade() -> None:
     with op.batch_alter_table("messages") as batch:
         batch.drop_column("provider_template")
     with op.batch_alter_table("message_templates") as batch:
-        batch.drop_column("content_variables")
-        batch.drop_column("content_sid")
+        batch.drop_column("provider_template_variables")
+        batch.drop_column("provider_template_id")
     op.drop_table("staff_tasks")
     op.drop_table("push_subscriptions")
     op.drop_table("inbound_messages")
