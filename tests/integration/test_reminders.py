@@ -299,16 +299,7 @@ def test_an_sms_reminder_twilio_reports_undelivered_goes_again_by_e_mail_once(
     smtp: Server,
     fake: FakeTwilio,
 ) -> None:
-    sms = _twilio(client, clinic)
-    _email_integration(client, clinic, smtp.port)
-    ids = _setup(client, clinic)
-    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
-    run_jobs(db, settings, reminders.REMINDER_KIND)
-    run_jobs(db, settings, sending.SEND_KIND)
-    rows = _rows(db, booking)
-    assert {r.channel for r in rows.values()} == {"sms"} and len(fake.messages) == 2
-    sid = _message_of(db, rows[1440].message_id).provider_message_id
-    assert sid is not None
+    sms, booking, sid = _reminded_by_sms(client, clinic, db, settings, smtp, fake)
     _status(client, settings, sms, sid, "undelivered", ErrorCode="30003")
     _status(client, settings, sms, sid, "undelivered", ErrorCode="30003")  # a retried callback
     run_jobs(db, settings, PROCESS_KIND)
@@ -345,14 +336,7 @@ def test_no_fall_back_once_the_booking_is_cancelled(
     smtp: Server,
     fake: FakeTwilio,
 ) -> None:
-    sms = _twilio(client, clinic)
-    _email_integration(client, clinic, smtp.port)
-    ids = _setup(client, clinic)
-    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
-    run_jobs(db, settings, reminders.REMINDER_KIND)
-    run_jobs(db, settings, sending.SEND_KIND)
-    sid = _message_of(db, _rows(db, booking)[1440].message_id).provider_message_id
-    assert sid is not None
+    sms, booking, sid = _reminded_by_sms(client, clinic, db, settings, smtp, fake)
     with db.write() as session:
         bookings.cancel_booking(session, _ctx(clinic, datetime.now(UTC)), booking, reason="ill")
     _status(client, settings, sms, sid, "failed", ErrorCode="30006")
@@ -364,6 +348,29 @@ def test_no_fall_back_once_the_booking_is_cancelled(
     assert (
         row.status == "failed" and row.reason == "sms: failed; not sent again: booking is cancelled"
     )
+
+
+def _reminded_by_sms(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    smtp: Server,
+    fake: FakeTwilio,
+) -> tuple[str, str, str]:
+    """A clinic with SMS and e-mail, a booking whose two reminders went by SMS:
+    (the Twilio integration, the booking, the 24 h reminder's Twilio SID)."""
+    sms = _twilio(client, clinic)
+    _email_integration(client, clinic, smtp.port)
+    ids = _setup(client, clinic)
+    booking = _book(db, clinic, ids, _future(3), datetime.now(UTC))
+    run_jobs(db, settings, reminders.REMINDER_KIND)
+    run_jobs(db, settings, sending.SEND_KIND)
+    rows = _rows(db, booking)
+    assert {r.channel for r in rows.values()} == {"sms"} and len(fake.messages) == 2
+    sid = _message_of(db, rows[1440].message_id).provider_message_id
+    assert sid is not None
+    return sms, booking, sid
 
 
 def _message_of(db: Database, message_id: str | None) -> Message:

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import InvalidInputError, NotFoundError
+from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.ids import new_id
-from clinicbridge.core.tenancy import scoped_select
+from clinicbridge.core.tenancy import get_scoped, scoped_select
 from clinicbridge.messaging.conversation_models import InboundMessage
 from clinicbridge.messaging.models import Message
 from clinicbridge.messaging.service import queue_message
@@ -99,12 +99,7 @@ def already_recorded(session: Session, integration_id: str, provider_message_id:
 
 
 def _patient(session: Session, ctx: Ctx, patient_id: str) -> Patient:
-    patient = session.scalars(
-        scoped_select(Patient, ctx.tenant_id).where(Patient.id == patient_id)
-    ).first()
-    if patient is None:
-        raise NotFoundError("No such patient.")
-    return patient
+    return get_scoped(session, Patient, ctx.tenant_id, id=patient_id)
 
 
 def conversation(session: Session, ctx: Ctx, patient_id: str, *, limit: int = 100) -> list[Item]:

@@ -40,7 +40,7 @@ from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ExternalServiceError, InvalidInputError, NotFoundError
 from clinicbridge.core.ids import new_id
-from clinicbridge.core.tenancy import scoped_select
+from clinicbridge.core.tenancy import get_scoped, scoped_select
 from clinicbridge.db.engine import Database
 from clinicbridge.http import OutboundClient
 from clinicbridge.integrations.connectors.web_push import b64url_decode
@@ -70,12 +70,7 @@ _GONE = (404, 410)
 
 
 def _patient(session: Session, ctx: Ctx, patient_id: str) -> Patient:
-    patient = session.scalars(
-        scoped_select(Patient, ctx.tenant_id).where(Patient.id == patient_id)
-    ).first()
-    if patient is None:
-        raise NotFoundError("No such patient.")
-    return patient
+    return get_scoped(session, Patient, ctx.tenant_id, id=patient_id)
 
 
 def _check_keys(p256dh: str, auth: str) -> None:
