@@ -86,5 +86,5 @@ class BookingChangeOut(BaseModel):
 
 
 BookingStatusFilter = Literal[
-    "held", "booked", "confirmed", "cancelled", "no_show", "completed", "expired"
+    "held", "pending_payment", "booked", "confirmed", "cancelled", "no_show", "completed", "expired"
 ]
