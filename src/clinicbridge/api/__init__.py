@@ -7,16 +7,19 @@ from fastapi import APIRouter
 from clinicbridge.api import (
     api_keys,
     audit,
+    billing,
     bookings,
     ical_feeds,
     integration_health,
     integrations,
+    invoices,
     jobs,
     message_templates,
     messages,
     patients,
     roles,
     scheduling,
+    tax_rates,
     tenant,
     users,
     voice,
@@ -45,6 +48,9 @@ def api_v1_router() -> APIRouter:
         message_templates,
         messages,
         voice,
+        tax_rates,
+        invoices,
+        billing,
     ):
         router.include_router(module.router)
     return router

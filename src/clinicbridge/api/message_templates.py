@@ -85,9 +85,16 @@ def save_template(
     the field (``subject``, ``body``, ``html``), and nothing is saved."""
     with db.write() as session:
         row = clinic_templates.save_template(
-            session, ctx, kind=kind, channel=channel, language=language,
-            subject=body.subject, body=body.body, html=body.html, variables=body.variables,
-        )  # fmt: skip
+            session,
+            ctx,
+            kind=kind,
+            channel=channel,
+            language=language,
+            subject=body.subject,
+            body=body.body,
+            html=body.html,
+            variables=body.variables,
+        )
         return _out(row)
 
 
