@@ -12,6 +12,7 @@ from clinicbridge.messaging import (
     sending,
     twilio_events,
 )
+from clinicbridge.payments import receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
 from clinicbridge.webhooks import delivery, processing
 
@@ -22,7 +23,10 @@ __all__ = [
     "delivery",
     "email_events",
     "processing",
+    "receipts",
+    "reconcile",
     "reminders",
     "sending",
+    "stripe_events",
     "twilio_events",
 ]

@@ -17,6 +17,8 @@ from clinicbridge.api import (
     message_templates,
     messages,
     patients,
+    payments,
+    refunds,
     roles,
     scheduling,
     tax_rates,
@@ -51,6 +53,8 @@ def api_v1_router() -> APIRouter:
         tax_rates,
         invoices,
         billing,
+        payments,
+        refunds,
     ):
         router.include_router(module.router)
     return router
