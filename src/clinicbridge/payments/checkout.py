@@ -170,6 +170,7 @@ def _call_stripe(
                 stripe_status=f"session_{made.status}",
                 now=now,
             )
+            session.flush()  # expunging unflushed changes would drop them
             session.expunge(row)
         return Started(row, None, made.url)
     intent = stripe_api.create_payment_intent(
@@ -194,6 +195,7 @@ def _call_stripe(
         )
         if intent.status != "requires_payment_method":  # paid meanwhile (a retry after success)
             lifecycle.apply(session, row, lifecycle.Observed.of_intent(_as_obj(intent)), now)
+        session.flush()  # expunging unflushed changes would drop them
         session.expunge(row)
     return Started(row, intent.client_secret, None)
 

@@ -282,6 +282,7 @@ def submit(db: Database, settings: Settings, refund_id: str, now: datetime) -> R
                     row.id,
                     diff={"status": ["submitting", "failed"]},
                 )
+            session.flush()  # expunging unflushed changes would drop them
             session.expunge(row)
         return row
     with db.write() as session:
@@ -289,6 +290,7 @@ def submit(db: Database, settings: Settings, refund_id: str, now: datetime) -> R
         assert row is not None
         row.stripe_refund_id = row.stripe_refund_id or made.id
         _move(session, row, _FROM_STRIPE.get(made.status, "pending"), now)
+        session.flush()  # expunging unflushed changes would drop them
         session.expunge(row)
     return row
 

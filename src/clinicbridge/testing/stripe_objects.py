@@ -461,6 +461,8 @@ class StripeObjects:
         with self._lock:
             dispute = self._find("dispute", dispute_id)
             dispute["status"] = status
+            if status == "won":  # the fake lets a charge whose dispute was won be refunded
+                self.objects[dispute["charge"]]["disputed"] = False
             self._emit("charge.dispute.closed", dispute)
             return dispute
 
