@@ -34,12 +34,12 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
+from clinicbridge.core.errors import NotFoundError
 from clinicbridge.core.ids import new_id
 from clinicbridge.jobs import queue
 from clinicbridge.payments import events, invoices, ledger
 from clinicbridge.payments.models import Invoice, Payment
 from clinicbridge.scheduling.bookings import BookingStateError, confirm_booking, release_hold
-from clinicbridge.scheduling.models import HOLD_STATUSES, Booking
 
 log = logging.getLogger("clinicbridge.payments")
 
@@ -266,14 +266,11 @@ def _succeeded(session: Session, ctx: Ctx, payment: Payment, seen: Observed) -> 
         now=ctx.now,
     )
     if payment.booking_id is not None:
-        booking = session.get(Booking, payment.booking_id, with_for_update=True)
-        confirmed = False
-        if booking is not None and booking.status in (*HOLD_STATUSES, "booked", "confirmed"):
-            try:
-                confirm_booking(session, ctx, booking.id)
-                confirmed = True
-            except BookingStateError:
-                confirmed = False  # the hold ran out a moment before the payment landed
+        try:
+            confirm_booking(session, ctx, payment.booking_id)  # locks it; twice is no change
+            confirmed = True
+        except (BookingStateError, NotFoundError):
+            confirmed = False  # released (hold ran out, cancelled) before the payment landed
         if not confirmed:
             payment.attention = "booking_released"
             log.warning(

@@ -278,6 +278,10 @@ def receipt_for(session: Session, ctx: Ctx, payment_id: str) -> ReceiptData:
 @registry.handler(RECEIPT_KIND, max_attempts=5)
 def email_receipt(job: JobContext) -> None:
     """E-mail the receipt, if the clinic sends e-mail and the patient has an address."""
+    with job.db.read() as session:  # most clinics: nothing to send, no write transaction
+        payment = session.get(Payment, str(job.payload["payment_id"]))
+        if payment is None or integration_for(session, payment.tenant_id, "email") is None:
+            return
     with job.db.write() as session:
         payment = session.get(Payment, str(job.payload["payment_id"]))
         if payment is None or payment.status != "succeeded":
