@@ -85,6 +85,7 @@ class FakeStripe(StripeObjects):
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     down: bool = False
+    received: int = 0  # every request that reached the fake, failed ones included
     _failures: list[_Failure] = field(default_factory=list)
     _idempotency: dict[tuple[str, str], tuple[str, WireResponse]] = field(default_factory=dict)
     _delivered: int = 0
@@ -111,6 +112,7 @@ class FakeStripe(StripeObjects):
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("connection refused (fake Stripe is down)", request=request)
+        self.received += 1
         target = request.url.raw_path.decode()
         wire = wire_request(request.method, target, dict(request.headers), request.content)
         failure = self._next_failure()
@@ -128,6 +130,7 @@ class FakeStripe(StripeObjects):
         """Serve on 127.0.0.1; yields the base URL to use as the integration's api_base."""
 
         def handler(wire: WireRequest) -> WireResponse:
+            self.received += 1
             failure = self._next_failure()
             if failure is not None and not failure.after:
                 return self._failure_response(failure)
