@@ -41,6 +41,11 @@ from clinicbridge.payments.models import LEDGER_KINDS, LedgerEntry
 _SIGNS = {"charge": 1, "payment": -1, "refund": 1, "write_off": -1}
 _TABLE = cast(sa.Table, LedgerEntry.__table__)
 _P = sa.bindparam
+# Built once: an entry whose source key was booked already is skipped, not an error.
+_INSERTS = {
+    name: module.insert(_TABLE).on_conflict_do_nothing(index_elements=["tenant_id", "source_key"])
+    for name, module in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 _BALANCE = sa.select(sa.func.coalesce(sa.func.sum(LedgerEntry.amount), 0)).where(
     LedgerEntry.tenant_id == _P("tenant_id"),
     LedgerEntry.patient_id == _P("patient_id"),
@@ -91,9 +96,7 @@ def post(session: Session, posting: Posting, *, by: str, now: datetime) -> bool:
         "created_at": now,
     }
     dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_TABLE)
-    stmt = insert.values(row).on_conflict_do_nothing(index_elements=["tenant_id", "source_key"])
-    result = session.execute(stmt)
+    result = session.execute(_INSERTS["postgresql" if dialect == "postgresql" else "sqlite"], row)
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

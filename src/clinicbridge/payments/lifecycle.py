@@ -121,22 +121,24 @@ def find_payment(
 ) -> Payment | None:
     """Our payment for a Stripe object, by its ids or our id in its metadata (this
     clinic's only: a signed event of one clinic never reaches another's payment)."""
-    conditions = []
-    if intent_id:
-        conditions.append(Payment.stripe_payment_intent_id == intent_id)
-    if session_id:
-        conditions.append(Payment.stripe_checkout_session_id == session_id)
-    if payment_id:
-        conditions.append(Payment.id == payment_id)
-    if not conditions:
-        return None
-    return session.scalars(
-        sa.select(Payment)
-        .where(Payment.tenant_id == tenant_id, sa.or_(*conditions))
-        .order_by(Payment.created_at)
-        .limit(1)
-        .with_for_update()
-    ).first()
+    # One indexed lookup at a time: Stripe's own ids first (they are what the event is
+    # about), our id from the metadata only for an object we have not recorded yet.
+    for column, value in (
+        (Payment.stripe_payment_intent_id, intent_id),
+        (Payment.stripe_checkout_session_id, session_id),
+        (Payment.id, payment_id),
+    ):
+        if not value:
+            continue
+        found = session.scalars(
+            sa.select(Payment)
+            .where(Payment.tenant_id == tenant_id, column == value)
+            .limit(1)
+            .with_for_update()
+        ).first()
+        if found is not None:
+            return found
+    return None
 
 
 def new_payment(
