@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from clinicbridge.audit.models import AuditEvent
 from clinicbridge.core.context import Ctx
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.models import Alert
@@ -115,6 +116,16 @@ def test_a_declined_card_releases_the_hold_and_cancels_the_intent(
     with pytest.raises(StripeError):  # what Stripe.js shows the patient
         fake.confirm(intent_id, "pm_card_chargeDeclinedInsufficientFunds")
     deliver(client, fake, s.integration)
+    drain(db, settings, kinds=("webhooks.process",))
+    events = ok(client.get(f"{API}/webhook-events", headers=clinic.headers))["data"]
+    [failed] = [e for e in events if e["type"] == "payment_intent.payment_failed"]
+    ok(client.post(f"{API}/webhook-events/{failed['id']}/replay", headers=clinic.headers))
+    drain(db, settings, kinds=("webhooks.process",))  # handled twice before the cancel
+    with db.read() as session:
+        audited = session.scalars(
+            sa.select(AuditEvent.action).where(AuditEvent.resource_id == made["payment"]["id"])
+        ).all()
+    assert audited.count("payment.failed") == 1  # a duplicate changes nothing
     drain(db, settings)
     assert status_of(client, clinic, made["id"]) == "expired"
     payment = ok(client.get(f"{API}/payments/{made['payment']['id']}", headers=clinic.headers))

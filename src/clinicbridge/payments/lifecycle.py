@@ -216,10 +216,8 @@ def apply(session: Session, payment: Payment, seen: Observed, now: datetime) -> 
     if seen.charge_id and seen.status == "succeeded":
         payment.stripe_charge_id = seen.charge_id
     current = payment.status
-    if current in TERMINAL or _RANK[seen.status] < _RANK[current]:
-        return False
-    if seen.status == current and current != "failed":
-        return False
+    if current in TERMINAL or _RANK[seen.status] <= _RANK[current]:
+        return False  # backwards, or the same state again (a duplicate): nothing to do
     ctx = Ctx.system(payment.tenant_id, ACTOR, now)
     payment.status, payment.stripe_status, payment.updated_at = seen.status, seen.stripe_status, now
     if seen.status == "failed":
