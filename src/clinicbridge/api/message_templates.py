@@ -85,16 +85,9 @@ def save_template(
     the field (``subject``, ``body``, ``html``), and nothing is saved."""
     with db.write() as session:
         row = clinic_templates.save_template(
-            session,
-            ctx,
-            kind=kind,
-            channel=channel,
-            language=language,
-            subject=body.subject,
-            body=body.body,
-            html=body.html,
-            variables=body.variables,
-        )
+            session, ctx, kind=kind, channel=channel, language=language,
+            subject=body.subject, body=body.body, html=body.html, variables=body.variables,
+        )  # fmt: skip
         return _out(row)
 
 

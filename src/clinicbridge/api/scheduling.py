@@ -352,17 +352,8 @@ async def get_availability(
 
     def search(conn: sa.Connection) -> bytes:
         depends_on = slot_cache.stamp(conn, ctx.tenant_id, service_id)
-        key = (
-            ctx.tenant_id,
-            service_id,
-            provider_id,
-            start,
-            end,
-            tz,
-            limit,
-            slot_cache.clock_bucket(ctx.now),
-            depends_on,
-        )
+        key = (ctx.tenant_id, service_id, provider_id, start, end, tz, limit,
+               slot_cache.clock_bucket(ctx.now), depends_on)  # fmt: skip
         cached = SLOTS.get(key) if depends_on is not None else None
         if cached is not None:
             return cached
