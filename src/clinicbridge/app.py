@@ -18,6 +18,7 @@ from clinicbridge.api import (
     health,
     ical_feed,
     public_booking,
+    receipt_links,
     voice_inbox,
     webhook_inbox,
 )
@@ -105,6 +106,7 @@ def create_app(
     app.include_router(public_booking.router)
     app.include_router(booking_links.router)
     app.include_router(ical_feed.router)
+    app.include_router(receipt_links.router)
     app.include_router(web_routes.router)
     app.include_router(web_integrations.router)
     app.include_router(web_messages.router)

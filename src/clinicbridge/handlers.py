@@ -13,6 +13,7 @@ from clinicbridge.messaging import (
     sending,
     twilio_events,
 )
+from clinicbridge.payments import receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
 from clinicbridge.webhooks import delivery, processing
 
@@ -23,8 +24,11 @@ __all__ = [
     "delivery",
     "email_events",
     "processing",
+    "receipts",
+    "reconcile",
     "reminder_sending",
     "reminders",
     "sending",
+    "stripe_events",
     "twilio_events",
 ]

@@ -10,7 +10,7 @@ without DST and across DST changes:
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from hypothesis import given, settings
@@ -154,16 +154,23 @@ def test_every_slot_is_inside_working_hours_in_the_providers_zone(
         assert inp.start <= slot.start < inp.end and slot.start >= inp.now
         local = slot.start.astimezone(tz)
         minute = local.hour * 60 + local.minute
-        end_local = slot.end.astimezone(tz)
-        days = (end_local.date() - local.date()).days
-        end_minute = days * 1440 + end_local.hour * 60 + end_local.minute
+        # The interval ends at an instant: on a spring-forward day a wall-clock end inside
+        # the gap (02:00 in Toronto) is the moment the clock jumps, shown as 03:00 after it.
         assert any(
             wh.weekday == local.weekday()
             and wh.start_minute <= minute
-            and end_minute <= wh.end_minute
+            and slot.end <= _wall_instant(local.date(), wh.end_minute, tz)
             and (minute - wh.start_minute) % inp.service.slot_interval_minutes == 0
             for wh in inp.hours
         ), (slot, local)
+
+
+def _wall_instant(day: date, minute: int, tz: ZoneInfo) -> datetime:
+    """The instant of a wall-clock time (``24:00`` is the next midnight), read as
+    ``zoneinfo`` reads one: a time in a gap with the offset from before the change."""
+    if minute >= 1440:
+        return datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz).astimezone(UTC)
+    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=tz).astimezone(UTC)
 
 
 @settings(max_examples=300, deadline=None)

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query
+import anyio
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from clinicbridge.api.deps import DB, Paging, require
@@ -20,6 +21,8 @@ from clinicbridge.api.schemas import ListOut
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.patients.service import find_or_create_patient
+from clinicbridge.payments import checkout
+from clinicbridge.payments.schemas import BookingPaymentOut
 from clinicbridge.scheduling import bookings
 from clinicbridge.scheduling.booking_schemas import (
     BookingCancel,
@@ -67,9 +70,15 @@ def _one(session: Session, row: Booking) -> BookingOut:
 
 
 @router.post("/bookings", status_code=201, response_model=BookingOut)
-async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut:
+async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Writer) -> BookingOut:
     """Book a slot for a patient (``patient_id``, or ``patient`` details matched to an
-    existing record or created). ``hold_minutes`` holds it instead, until confirmed."""
+    existing record or created). ``hold_minutes`` holds it instead, until confirmed.
+
+    ``"payment": "deposit"|"full"`` holds it as ``pending_payment`` and answers the
+    ``payment`` to make (a PaymentIntent's ``client_secret``, or a ``checkout_url`` with
+    ``"payment_method": "link"``); the signed ``payment_intent.succeeded`` confirms it.
+    Stripe unreachable: 503 ``payment-provider-unavailable`` (the slot stays held; retry
+    with ``POST /bookings/{id}/payment``)."""
     if body.patient is not None and not ctx.has("patients:write"):
         raise InvalidInputError.one(
             "patient",
@@ -85,6 +94,10 @@ async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut
             )
             patient_id = patient.id
         assert patient_id is not None  # the schema requires one of the two
+        paying = body.payment != "none"
+        hold = body.hold_minutes
+        if paying and hold is None:
+            hold = checkout.hold_minutes(session, ctx.tenant_id, body.payment_method)
         row = bookings.create_booking(
             session,
             ctx,
@@ -93,11 +106,58 @@ async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut
             start=body.start,
             patient_id=patient_id,
             source="api" if ctx.actor_type == "api_key" else "admin",
-            hold_minutes=body.hold_minutes,
+            hold_minutes=hold,
+            pending_payment=paying,
         )
-        return _one(session, row)
+        out = _one(session, row)
+        if paying:  # in the booking's transaction: both or neither
+            made = checkout.open_booking_payment(
+                session, ctx, row, payment=body.payment, method=body.payment_method
+            )
+            out.payment = {"id": made.id}
+        return out
 
-    return await db.run_write(book)
+    out = await db.run_write(book)
+    if out.payment is None:
+        return out
+    # The booking and its payment are committed; Stripe is called with no transaction open.
+    started = await anyio.to_thread.run_sync(
+        checkout.start,
+        db,
+        request.app.state.settings,
+        ctx.tenant_id,
+        str(out.payment["id"]),
+        ctx.now,
+    )
+    out.payment = payment_view(started)
+    return out
+
+
+def payment_view(started: checkout.Started) -> dict[str, object]:
+    payment = started.payment
+    return BookingPaymentOut(
+        id=payment.id,
+        status=payment.status,
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method,
+        stripe_payment_intent_id=payment.stripe_payment_intent_id,
+        client_secret=started.client_secret,
+        checkout_url=started.checkout_url,
+        expires_at=payment.expires_at,
+    ).model_dump(mode="json")
+
+
+@router.post(ONE + "/payment", response_model=BookingPaymentOut)
+def pay_booking(booking_id: BookingId, request: Request, db: DB, ctx: Writer) -> dict[str, object]:
+    """(Re)start the payment of a ``pending_payment`` booking: after a 503, or to get the
+    ``client_secret`` again. The same Stripe object comes back (same idempotency key).
+    A cancelled or expired booking is a 409."""
+    with db.read() as session:
+        payment = checkout.payable(session, ctx, booking_id)
+    return payment_view(
+        checkout.start(db, request.app.state.settings, ctx.tenant_id, payment.id, ctx.now)
+    )
 
 
 @router.get("/bookings", response_model=ListOut[BookingOut])

@@ -33,7 +33,7 @@ def message_kind(action: str, from_status: str | None) -> str | None:
     """Which message a change sends, if any."""
     if action == "created":
         return "booking.confirmation"
-    if action == "confirmed" and from_status == "held":  # a held slot became a booking
+    if action == "confirmed" and from_status in ("held", "pending_payment"):  # hold → booking
         return "booking.confirmation"
     return {"rescheduled": "booking.rescheduled", "cancelled": "booking.cancelled"}.get(action)
 

@@ -128,6 +128,8 @@ def _from(settings: SendGridSettings | ResendSettings | MailgunSettings, ctx: Co
 
 
 def _attachment_bytes(attachment: dict[str, str]) -> bytes:
+    if attachment.get("encoding") == "base64":  # binary files (a receipt's PDF)
+        return base64.b64decode(attachment["content"])
     return attachment["content"].encode("utf-8")
 
 

@@ -9,6 +9,7 @@ handler thread), so a burst of reminders does not connect and log in for each on
 from __future__ import annotations
 
 import atexit
+import base64
 import hashlib
 import json
 from datetime import datetime
@@ -32,6 +33,13 @@ def pool_key(out: Outgoing) -> str:
     return f"{out.integration_id}:{digest}"
 
 
+def _content(attachment: dict[str, str]) -> bytes | str:
+    """Text as stored; binary files (a receipt's PDF) are stored base64-encoded."""
+    if attachment.get("encoding") == "base64":
+        return base64.b64decode(attachment["content"])
+    return attachment["content"]
+
+
 def send_email(out: Outgoing, now: datetime) -> str:
     email = build_email(
         from_email=out.settings["from_email"],
@@ -41,7 +49,7 @@ def send_email(out: Outgoing, now: datetime) -> str:
         text=out.body,
         html=out.html,
         attachments=[
-            Attachment(a["filename"], a["content"], a.get("content_type", "text/plain"))
+            Attachment(a["filename"], _content(a), a.get("content_type", "text/plain"))
             for a in out.attachments
         ],
         message_id=out.message_id,  # ours: the same on every attempt

@@ -36,6 +36,12 @@ class BookingCreate(_Input):
     hold_minutes: Annotated[int | None, Field(ge=1, le=MAX_HOLD_MINUTES)] = Field(
         default=None, description="Hold the slot this long (e.g. while the patient pays)."
     )
+    payment: Literal["none", "deposit", "full"] = Field(
+        default="none", description="Take the service's deposit or price with Stripe first."
+    )
+    payment_method: Literal["card", "link"] = Field(
+        default="card", description="card: a PaymentIntent for Stripe.js; link: a payment page."
+    )
 
     @model_validator(mode="after")
     def _one_patient(self) -> BookingCreate:
@@ -72,6 +78,8 @@ class BookingOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    # With "payment": the PaymentIntent (client_secret) or the payment link.
+    payment: dict[str, object] | None = None
 
 
 class BookingChangeOut(BaseModel):
@@ -86,5 +94,5 @@ class BookingChangeOut(BaseModel):
 
 
 BookingStatusFilter = Literal[
-    "held", "booked", "confirmed", "cancelled", "no_show", "completed", "expired"
+    "held", "pending_payment", "booked", "confirmed", "cancelled", "no_show", "completed", "expired"
 ]

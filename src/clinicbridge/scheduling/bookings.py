@@ -33,6 +33,7 @@ from clinicbridge.scheduling import availability
 from clinicbridge.scheduling.events import record_change
 from clinicbridge.scheduling.models import (
     ACTIVE_STATUSES,
+    HOLD_STATUSES,
     Booking,
     BookingChange,
     Provider,
@@ -219,11 +220,15 @@ def create_booking(
     patient_id: str,
     source: str = "api",
     hold_minutes: int | None = None,
+    pending_payment: bool = False,
 ) -> Booking:
     """Book ``start`` for a patient, or hold it for ``hold_minutes`` (released unless
     confirmed in time). ``provider_id="any"`` picks as the availability search does.
+    ``pending_payment`` makes the hold a ``pending_payment`` one (payments confirms it).
 
     Bad input raises InvalidInputError naming the field; a taken time SlotTakenError."""
+    if pending_payment and not hold_minutes:
+        raise ValueError("a pending_payment booking needs hold_minutes")
     if source not in SOURCES:
         raise ValueError(f"unknown booking source {source!r}")
     if hold_minutes is not None and not 1 <= hold_minutes <= MAX_HOLD_MINUTES:
@@ -237,7 +242,7 @@ def create_booking(
         provider_id = _pick_provider(session, ctx, service, start)
     tz = _provider_tz(session, ctx, service, provider_id)
     claim, location_id = _take_seat(session, ctx, service, provider_id, tz, start)
-    status = "held" if hold_minutes else "booked"
+    status = ("pending_payment" if pending_payment else "held") if hold_minutes else "booked"
     booking = Booking(
         id=new_id("bkg"),
         tenant_id=ctx.tenant_id,
@@ -612,7 +617,7 @@ def complete_booking(session: Session, ctx: Ctx, booking_id: str) -> Booking:
 
 def _after_start(session: Session, ctx: Ctx, booking_id: str, status: str, action: str) -> Booking:
     booking = _active(session, ctx, booking_id, action.replace("_", "-"))
-    if booking.status == "held":
+    if booking.status in HOLD_STATUSES:
         raise BookingStateError("A held slot was never booked; confirm or cancel it.")
     if booking.starts_at > ctx.now:
         raise BookingStateError("This appointment has not started yet.")
@@ -629,6 +634,15 @@ def _active(session: Session, ctx: Ctx, booking_id: str, verb: str) -> Booking:
     if booking.status not in ACTIVE_STATUSES:
         raise BookingStateError(f"A {booking.status} booking cannot {verb}.".replace("_", "-"))
     return booking
+
+
+def release_hold(session: Session, ctx: Ctx, booking_id: str, *, reason: str) -> Booking | None:
+    """Let a hold go now (its payment failed or was cancelled): ``expired``, time freed.
+    None when the booking is no longer a hold (confirmed, cancelled, expired already)."""
+    booking = get_booking(session, ctx, booking_id, lock=True)
+    if booking.status not in HOLD_STATUSES:
+        return None
+    return _finish(session, ctx, booking, "expired", "expired", reason=reason)
 
 
 def _finish(
@@ -665,14 +679,20 @@ def _expire_due_holds(
 ) -> int:
     """Expire holds whose time is up; returns how many. Also run before each booking of
     a provider, so an expired hold never blocks a slot until the periodic job runs."""
-    stmt = sa.select(Booking).where(Booking.status == "held", Booking.hold_expires_at <= now)
-    if tenant_id is not None:
-        stmt = stmt.where(Booking.tenant_id == tenant_id)
-    if provider_id is not None:
-        stmt = stmt.where(Booking.provider_id == provider_id)
-    # Locked rows are being expired by someone else right now: skip, never expire twice.
-    stmt = stmt.order_by(Booking.hold_expires_at).limit(limit).with_for_update(skip_locked=True)
-    due = list(session.scalars(stmt))
+    due: list[Booking] = []
+    for hold_status in HOLD_STATUSES:  # one status a query: each has its partial index
+        stmt = sa.select(Booking).where(
+            Booking.status == hold_status, Booking.hold_expires_at <= now
+        )
+        if tenant_id is not None:
+            stmt = stmt.where(Booking.tenant_id == tenant_id)
+        if provider_id is not None:
+            stmt = stmt.where(Booking.provider_id == provider_id)
+        # Locked rows are being expired by someone else right now: skip, never twice.
+        stmt = stmt.order_by(Booking.hold_expires_at).limit(limit - len(due))
+        due += session.scalars(stmt.with_for_update(skip_locked=True))
+        if len(due) >= limit:
+            break
     for booking in due:
         ctx = Ctx.system(booking.tenant_id, "hold_expiry", now)
         _finish(session, ctx, booking, "expired", "expired")

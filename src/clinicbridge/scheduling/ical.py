@@ -46,7 +46,12 @@ FEED_AHEAD = timedelta(days=365)
 FEED_REFRESH = timedelta(minutes=15)  # REFRESH-INTERVAL / X-PUBLISHED-TTL
 MAX_FEED_EVENTS = 5000
 CANCELLED_STATUSES = frozenset({"cancelled", "expired"})
-_STATUS = {"held": "TENTATIVE", "cancelled": "CANCELLED", "expired": "CANCELLED"}
+_STATUS = {
+    "held": "TENTATIVE",
+    "pending_payment": "TENTATIVE",
+    "cancelled": "CANCELLED",
+    "expired": "CANCELLED",
+}
 _MAX_TOKEN_LENGTH = 128  # token_urlsafe(32) is 43 characters
 RESOURCE = "ical_feed"
 

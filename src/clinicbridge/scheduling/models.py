@@ -25,8 +25,19 @@ from clinicbridge.patients import models as _patient_models  # noqa: F401  (pati
 
 MODALITIES = ("in_person", "video")
 EXCEPTION_KINDS = ("time_off", "extra_hours")
-BOOKING_STATUSES = ("held", "booked", "confirmed", "cancelled", "no_show", "completed", "expired")
-ACTIVE_STATUSES = ("held", "booked", "confirmed")  # these occupy their time claim
+BOOKING_STATUSES = (
+    "held",
+    "pending_payment",
+    "booked",
+    "confirmed",
+    "cancelled",
+    "no_show",
+    "completed",
+    "expired",
+)
+# these occupy their time claim; pending_payment is a hold while the patient pays
+ACTIVE_STATUSES = ("held", "pending_payment", "booked", "confirmed")
+HOLD_STATUSES = ("held", "pending_payment")  # released when hold_expires_at passes
 
 
 def _tenant_fk() -> Any:
@@ -170,6 +181,8 @@ class Service(Base):
     capacity: Mapped[int] = mapped_column(sa.Integer, default=1)
     price_minor: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     currency: Mapped[str | None] = mapped_column(sa.String(3), nullable=True)
+    # What "payment": "deposit" asks for at booking (minor units, the price's currency).
+    deposit_minor: Mapped[int | None] = mapped_column(sa.Integer, nullable=True)
     modality: Mapped[str] = mapped_column(sa.String(16))
     is_public: Mapped[bool] = mapped_column(sa.Boolean, default=True)  # on the clinic website
     is_active: Mapped[bool] = mapped_column(sa.Boolean, default=True)

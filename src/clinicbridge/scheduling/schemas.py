@@ -217,6 +217,9 @@ class ServiceCreate(Input):
     capacity: Annotated[int, Field(ge=1, le=1000)] = 1
     price_minor: Annotated[int, Field(ge=0)] | None = None
     currency: Currency | None = None
+    deposit_minor: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description='Asked for by "payment": "deposit" at booking.'
+    )
     modality: Modality = "in_person"
     is_public: bool = True
     is_active: bool = True
@@ -244,6 +247,7 @@ class ServiceUpdate(Input):
     capacity: Annotated[int, Field(ge=1, le=1000)] | None = None
     price_minor: Annotated[int, Field(ge=0)] | None = None
     currency: Currency | None = None
+    deposit_minor: Annotated[int, Field(ge=1)] | None = None
     modality: Modality | None = None
     is_public: bool | None = None
     is_active: bool | None = None
@@ -264,6 +268,7 @@ class ServiceOut(Output):
     capacity: int
     price_minor: int | None
     currency: str | None
+    deposit_minor: int | None = None
     modality: str
     is_public: bool
     is_active: bool

@@ -1,0 +1,71 @@
+"""Signed links to a receipt, for the patient's e-mail (no sign-in).
+
+A token is ``base64url(version || expiry || payment id || tag)`` where ``tag`` is
+HMAC-SHA256 (truncated to 128 bits) over the rest, keyed by a key derived from the
+master key with HKDF (``info=b"clinicbridge receipt links v1"``): nothing is stored,
+only the master key can mint one, and tags are compared in constant time. A link is
+good for ``VALID_FOR`` (a year); rotating the master key invalidates links sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from clinicbridge.settings import Settings, load_master_key
+
+HKDF_INFO = b"clinicbridge receipt links v1"
+VERSION = 1
+TAG_BYTES = 16
+VALID_FOR = timedelta(days=365)
+PATH_PREFIX = "/receipts/"
+_HEADER = struct.Struct(">BI")
+
+
+class ReceiptLinkError(Exception):
+    """Malformed, altered, signed with another key, or expired."""
+
+
+def link_key(settings: Settings) -> bytes:
+    master = load_master_key(settings.master_key_file)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
+
+
+def _tag(key: bytes, payload: bytes) -> bytes:
+    return hmac.new(key, payload, hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def make_token(key: bytes, payment_id: str, expires_at: datetime) -> str:
+    payload = _HEADER.pack(VERSION, int(expires_at.timestamp())) + payment_id.encode("ascii")
+    return base64.urlsafe_b64encode(payload + _tag(key, payload)).rstrip(b"=").decode("ascii")
+
+
+def read_token(key: bytes, token: str, now: datetime) -> str:
+    """The payment id of a genuine, unexpired token; ReceiptLinkError otherwise."""
+    if not 1 <= len(token) <= 200:
+        raise ReceiptLinkError("bad length")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise ReceiptLinkError("not base64url") from None
+    if len(raw) <= _HEADER.size + TAG_BYTES:
+        raise ReceiptLinkError("too short")
+    payload, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
+    if not hmac.compare_digest(tag, _tag(key, payload)):
+        raise ReceiptLinkError("bad tag")
+    version, expiry = _HEADER.unpack(payload[: _HEADER.size])
+    if version != VERSION or datetime.fromtimestamp(expiry, UTC) <= now:
+        raise ReceiptLinkError("expired or unknown version")
+    return payload[_HEADER.size :].decode("ascii")
+
+
+def receipt_url(settings: Settings, payment_id: str, now: datetime) -> str:
+    token = make_token(link_key(settings), payment_id, now + VALID_FOR)
+    return f"{settings.public_base_url}{PATH_PREFIX}{token}"
