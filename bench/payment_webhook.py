@@ -25,6 +25,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import sqlalchemy as sa
@@ -96,6 +97,12 @@ def _book(client: httpx.Client, headers: dict[str, str], ids: str, n: int) -> li
         made.raise_for_status()
         intents.append(made.json()["payment"]["stripe_payment_intent_id"])
     return intents
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _idle(url: str, timeout: float = 300.0) -> float:
@@ -201,8 +208,11 @@ def main() -> int:
         requests = _requests(fake, server.path, host)
         backlog_s = _idle(server.database_url)  # the bookings' own jobs first
         hello = open_loop(server, hello_requests(server, n), rate=args.rate)
+        cpu_before = _cpu_seconds(server.proc.pid)
         sent = open_loop(server, requests, rate=args.rate)
         processing, missing = _processing_ms(server.database_url, [k for k, _ in requests], 60)
+        _idle(server.database_url)  # and what the events set off (receipts, messages)
+        cpu_per_event_ms = (_cpu_seconds(server.proc.pid) - cpu_before) * 1000 / n
     hello_ms = [r.latency_ms for r in hello if r.status == 200]
     answer_ms = [r.latency_ms for r in sent if 200 <= r.status < 300]
     p95 = percentile(processing, 95) if processing else float("inf")
@@ -233,6 +243,8 @@ def main() -> int:
         if hello_ms
         else None,
         "target_p95_ms": TARGET_P95_MS,
+        # Load-independent: the server's CPU per event, ingest to the last job it set off.
+        "server_cpu_ms_per_event": round(cpu_per_event_ms, 2),
         "booking_backlog_s": backlog_s,
     }
     ok = missing == 0 and len(answer_ms) == n and p95 <= TARGET_P95_MS
