@@ -1,6 +1,7 @@
 """Imports every module that defines tables, so ``Base.metadata`` is complete."""
 
 from clinicbridge.audit import models as audit_models
+from clinicbridge.calendars import models as calendar_models
 from clinicbridge.core import models as core_models
 from clinicbridge.http import models as http_models
 from clinicbridge.integrations import models as integration_models
@@ -15,6 +16,7 @@ from clinicbridge.webhooks import models as webhook_models
 
 __all__ = [
     "audit_models",
+    "calendar_models",
     "core_models",
     "http_models",
     "integration_models",
