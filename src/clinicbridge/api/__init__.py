@@ -8,6 +8,7 @@ from clinicbridge.api import (
     api_keys,
     audit,
     bookings,
+    calendars,
     ical_feeds,
     integration_health,
     integrations,
@@ -43,6 +44,7 @@ def api_v1_router() -> APIRouter:
         bookings,
         ical_feeds,
         message_templates,
+        calendars,
         messages,
         voice,
     ):

@@ -43,6 +43,7 @@ PUBLIC_PATHS = frozenset(
         "/public/{clinic_slug}/availability",
         "/public/{clinic_slug}/bookings",
         "/b/{token}",
+        "/oauth/calendar/callback",
     }
 )
 
