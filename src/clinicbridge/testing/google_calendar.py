@@ -1,0 +1,210 @@
+"""A fake Google: the OAuth token endpoint and Calendar API v3 (events.list, freeBusy).
+
+Hosts as Google's: ``oauth2.googleapis.com`` (``POST /token``), ``www.googleapis.com``
+(``/calendar/v3/...``); the authorization endpoint is only parsed (``oauth.consent``).
+
+``events.list`` as documented: ``singleEvents``, ``timeMin``/``timeMax`` (overlap),
+``maxResults`` (default 250, at most 2500), ``pageToken``/``nextPageToken``, and sync:
+the last page of a full listing carries ``nextSyncToken``; a request with ``syncToken``
+answers every event changed since (``status: cancelled`` for deleted ones, without
+``showDeleted``), refuses ``timeMin``/``timeMax`` with it (400), and answers
+``410 Gone`` (reason ``fullSyncRequired``) for a token the server expired. Errors use
+Google's JSON error shape; an invalid or expired access token is a 401.
+
+Events are stored already expanded (``singleEvents=true`` is what the sync asks for):
+an instance of a recurring event has ``recurringEventId`` and ``originalStartTime``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from clinicbridge.testing.oauth_server import OAuthServer
+
+API_HOST, TOKEN_HOST = "www.googleapis.com", "oauth2.googleapis.com"
+AUTHORIZE_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+TOKEN_URL = f"https://{TOKEN_HOST}/token"
+API_BASE = f"https://{API_HOST}"
+EVENTS_PREFIX = "/calendar/v3/calendars/"
+
+
+def _error(status: int, reason: str, message: str) -> httpx.Response:
+    return httpx.Response(
+        status,
+        json={
+            "error": {
+                "errors": [{"domain": "global", "reason": reason, "message": message}],
+                "code": status,
+                "message": message,
+            }
+        },
+    )
+
+
+def _instant(value: dict[str, Any], zone_default: str = "UTC") -> datetime:
+    if "dateTime" in value:
+        return datetime.fromisoformat(value["dateTime"].replace("Z", "+00:00"))
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(value["date"]).replace(tzinfo=ZoneInfo(zone_default))
+
+
+@dataclass
+class FakeGoogleCalendar:
+    oauth: OAuthServer
+    time_zone: str = "America/Toronto"
+    calendars: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    changed_at: dict[tuple[str, str], int] = field(default_factory=dict)  # -> sequence
+    seq: int = 0
+    expired_before: int = 0  # sync tokens issued before this sequence answer 410
+    requests: list[httpx.Request] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    # -- what a practitioner does in Google Calendar ---------------------------------------
+
+    def put(self, calendar: str, event: dict[str, Any]) -> str:
+        """Create or replace an event (Google's event resource shape)."""
+        with self._lock:
+            event = dict(event)
+            event.setdefault("id", secrets.token_hex(10))
+            event.setdefault("kind", "calendar#event")
+            event.setdefault("status", "confirmed")
+            event.setdefault("iCalUID", f"{event['id']}@google.com")
+            self.seq += 1
+            event["updated"] = f"2026-01-01T00:00:{self.seq % 60:02d}.000Z"
+            self.calendars.setdefault(calendar, {})[event["id"]] = event
+            self.changed_at[(calendar, event["id"])] = self.seq
+            return str(event["id"])
+
+    def delete(self, calendar: str, event_id: str) -> None:
+        with self._lock:
+            events = self.calendars[calendar]
+            events[event_id] = {"kind": "calendar#event", "id": event_id, "status": "cancelled"}
+            self.seq += 1
+            self.changed_at[(calendar, event_id)] = self.seq
+
+    def expire_sync_tokens(self) -> None:
+        with self._lock:
+            self.expired_before = self.seq + 1
+
+    # -- the transport ----------------------------------------------------------------------
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.host == TOKEN_HOST and request.url.path == "/token":
+            return self.oauth.token(request)
+        if request.url.host != API_HOST:
+            return _error(404, "notFound", "Not Found")
+        if not self.oauth.valid_access_token(request.headers.get("authorization")):
+            return _error(401, "authError", "Invalid Credentials")
+        path = request.url.path
+        if path == "/calendar/v3/freeBusy" and request.method == "POST":
+            return self._free_busy(json.loads(request.content))
+        if path.startswith(EVENTS_PREFIX) and path.endswith("/events") and request.method == "GET":
+            calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events")])
+            return self._list(calendar, request.url.params)
+        return _error(404, "notFound", "Not Found")
+
+    def _list(self, calendar: str, params: httpx.QueryParams) -> httpx.Response:
+        with self._lock:
+            if calendar not in self.calendars:
+                return _error(404, "notFound", "Not Found")
+            size = min(int(params.get("maxResults", "250")), 2500)
+            sync, page = params.get("syncToken"), params.get("pageToken")
+            if sync and (params.get("timeMin") or params.get("timeMax")):
+                return _error(400, "invalid", "Sync token cannot be used with timeMin/timeMax")
+            if page:  # p.<snapshot>.<since>.<offset>
+                _, snap, since_text, offset_text = page.split(".")
+                snapshot, since, offset = int(snap), int(since_text), int(offset_text)
+            else:
+                snapshot, offset = self.seq, 0
+                since = -1
+                if sync:
+                    since = int(sync.removeprefix("s."))
+                    if since < self.expired_before:
+                        return _error(
+                            410,
+                            "fullSyncRequired",
+                            "Sync token is no longer valid, a full sync is required.",
+                        )
+            items = self._select(calendar, params, since, snapshot)
+            chunk = items[offset : offset + size]
+            body: dict[str, Any] = {
+                "kind": "calendar#events",
+                "summary": calendar,
+                "timeZone": self.time_zone,
+                "accessRole": "owner",
+                "items": chunk,
+            }
+            if offset + size < len(items):
+                body["nextPageToken"] = f"p.{snapshot}.{since}.{offset + size}"
+            else:
+                body["nextSyncToken"] = f"s.{snapshot}"
+            return httpx.Response(200, json=body)
+
+    def _select(
+        self, calendar: str, params: httpx.QueryParams, since: int, snapshot: int
+    ) -> list[dict[str, Any]]:
+        lo, hi = params.get("timeMin"), params.get("timeMax")
+        start = datetime.fromisoformat(lo.replace("Z", "+00:00")) if lo else None
+        end = datetime.fromisoformat(hi.replace("Z", "+00:00")) if hi else None
+        found = []
+        for event_id, event in self.calendars[calendar].items():
+            changed = self.changed_at[(calendar, event_id)]
+            if changed > snapshot:
+                continue  # after the listing started: the next sync token shows it
+            if since >= 0:
+                if changed > since:
+                    found.append(event)
+                continue
+            if event.get("status") == "cancelled":
+                continue  # full listings omit deleted events unless showDeleted
+            ev_start = _instant(event["start"], self.time_zone)
+            ev_end = _instant(event["end"], self.time_zone)
+            if (end is None or ev_start < end) and (start is None or ev_end > start):
+                found.append(event)
+        return sorted(found, key=lambda e: (self.changed_at[(calendar, e["id"])], e["id"]))
+
+    def _free_busy(self, body: dict[str, Any]) -> httpx.Response:
+        lo = datetime.fromisoformat(body["timeMin"].replace("Z", "+00:00"))
+        hi = datetime.fromisoformat(body["timeMax"].replace("Z", "+00:00"))
+        calendars: dict[str, Any] = {}
+        with self._lock:
+            for item in body.get("items", []):
+                cid = item["id"]
+                if cid not in self.calendars:
+                    calendars[cid] = {"errors": [{"domain": "global", "reason": "notFound"}]}
+                    continue
+                busy = []
+                for event in self.calendars[cid].values():
+                    if (
+                        event.get("status") == "cancelled"
+                        or event.get("transparency") == "transparent"
+                    ):
+                        continue
+                    start, end = (
+                        _instant(event["start"], self.time_zone),
+                        _instant(event["end"], self.time_zone),
+                    )
+                    if start < hi and end > lo:
+                        busy.append(
+                            {"start": max(start, lo).isoformat(), "end": min(end, hi).isoformat()}
+                        )
+                calendars[cid] = {"busy": sorted(busy, key=lambda b: b["start"])}
+        return httpx.Response(
+            200,
+            json={
+                "kind": "calendar#freeBusy",
+                "timeMin": body["timeMin"],
+                "timeMax": body["timeMax"],
+                "calendars": calendars,
+            },
+        )
