@@ -66,6 +66,7 @@ class FakeGoogleCalendar:
     seq: int = 0
     expired_before: int = 0  # sync tokens issued before this sequence answer 410
     requests: list[httpx.Request] = field(default_factory=list)
+    failures: list[int] = field(default_factory=list)  # statuses for the next API calls
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # -- what a practitioner does in Google Calendar ---------------------------------------
@@ -105,6 +106,9 @@ class FakeGoogleCalendar:
             return _error(404, "notFound", "Not Found")
         if not self.oauth.valid_access_token(request.headers.get("authorization")):
             return _error(401, "authError", "Invalid Credentials")
+        if self.failures:
+            status = self.failures.pop(0)
+            return _error(status, "backendError", "Backend Error")
         path = request.url.path
         if path == "/calendar/v3/freeBusy" and request.method == "POST":
             return self._free_busy(json.loads(request.content))
