@@ -36,7 +36,9 @@ __all__ = ["fakes"]
 def _expire(db: Database, account_id: str, at: datetime) -> None:
     with db.write() as session:
         session.execute(
-            sa.update(CalendarAccount).where(CalendarAccount.id == account_id).values(access_expires_at=at)
+            sa.update(CalendarAccount)
+            .where(CalendarAccount.id == account_id)
+            .values(access_expires_at=at)
         )
 
 
@@ -84,7 +86,13 @@ def test_a_refused_token_is_refreshed_once(
     account_id, provider, integration = account
     connection = connect(client, clinic, provider, integration, "primary")
     fakes.graph.oauth.expire_access_tokens()  # revoked early: we still think it is valid
-    fakes.graph.put(FakeGraph.timed("x", SystemClock().now() + timedelta(days=1), SystemClock().now() + timedelta(days=1, hours=1)))
+    fakes.graph.put(
+        FakeGraph.timed(
+            "x",
+            SystemClock().now() + timedelta(days=1),
+            SystemClock().now() + timedelta(days=1, hours=1),
+        )
+    )
     assert sync(db, settings, connection["id"], SystemClock()).status == "synced"
     assert fakes.graph.oauth.refreshes == 1
 

@@ -38,21 +38,34 @@ def instances(href: str, data: str, window: Window, self_emails: frozenset[str])
         )
         return []
     group = key(href)
+    # A lone event keeps one key when it moves (an update, not a delete and an insert);
+    # the instances of a recurring one are told apart by their RECURRENCE-ID.
+    recurring = any(
+        part.get(name) is not None
+        for part in calendar.walk("VEVENT")
+        for name in ("RRULE", "RDATE", "RECURRENCE-ID")
+    )
     found: list[Instance] = []
     for event in occurrences:
         if len(found) >= MAX_INSTANCES:
             break
-        found.append(_instance(event, href, group, window, self_emails))
+        found.append(_instance(event, href, group, window, self_emails, recurring=recurring))
     return found
 
 
 def _instance(
-    event: Any, href: str, group: str, window: Window, self_emails: frozenset[str]
+    event: Any,
+    href: str,
+    group: str,
+    window: Window,
+    self_emails: frozenset[str],
+    *,
+    recurring: bool,
 ) -> Instance:
     start = event.get("DTSTART")
-    recurrence = event.get("RECURRENCE-ID")
+    recurrence = event.get("RECURRENCE-ID") if recurring else None
     marker = _utc(recurrence.dt, window) if recurrence is not None else None
-    instance_key = key(f"{href}|{marker.isoformat() if isinstance(marker, datetime) else marker}")
+    instance_key = key(f"{href}|{marker.isoformat() if marker is not None else ''}")
     busy = _busy(event, self_emails)
     if start is None:
         return Instance(instance_key, group, False)
