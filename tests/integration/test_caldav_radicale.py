@@ -5,7 +5,7 @@ all-day event, declined and free events, and a DST week (America/Toronto, Novemb
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest

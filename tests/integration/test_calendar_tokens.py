@@ -83,7 +83,7 @@ def test_a_refused_token_is_refreshed_once(
     client: TestClient, clinic: Clinic, db: Database, settings: Settings, fakes: Fakes,
     account: tuple[str, str, str],
 ) -> None:  # fmt: skip
-    account_id, provider, integration = account
+    _, provider, integration = account
     connection = connect(client, clinic, provider, integration, "primary")
     fakes.graph.oauth.expire_access_tokens()  # revoked early: we still think it is valid
     fakes.graph.put(
