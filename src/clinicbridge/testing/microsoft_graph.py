@@ -86,10 +86,14 @@ class FakeGraph:
         return {"subject": subject, "start": _utc(start), "end": _utc(end), **extra}
 
     def delete(self, event_id: str, calendar: str = DEFAULT) -> None:
+        """Delete an event; a series master takes its occurrences and exceptions along."""
         with self._lock:
-            self.calendars[calendar][event_id] = {"id": event_id, "@removed": {"reason": "deleted"}}
-            self.seq += 1
-            self.changed_at[(calendar, event_id)] = self.seq
+            events = self.calendars[calendar]
+            gone = [event_id] + [i for i, e in events.items() if e.get("seriesMasterId") == event_id]
+            for item in gone:
+                events[item] = {"id": item, "@removed": {"reason": "deleted"}}
+                self.seq += 1
+                self.changed_at[(calendar, item)] = self.seq
 
     def expire_delta_tokens(self) -> None:
         with self._lock:
