@@ -89,7 +89,9 @@ class FakeGraph:
         """Delete an event; a series master takes its occurrences and exceptions along."""
         with self._lock:
             events = self.calendars[calendar]
-            gone = [event_id] + [i for i, e in events.items() if e.get("seriesMasterId") == event_id]
+            gone = [event_id] + [
+                i for i, e in events.items() if e.get("seriesMasterId") == event_id
+            ]
             for item in gone:
                 events[item] = {"id": item, "@removed": {"reason": "deleted"}}
                 self.seq += 1
