@@ -4,6 +4,7 @@ The API process and every worker import this, so a job enqueued by one is
 understood by all.
 """
 
+from clinicbridge.calendars import jobs as calendar_jobs
 from clinicbridge.calendars import sync as calendar_sync
 from clinicbridge.integrations import alerts
 from clinicbridge.messaging import (
@@ -20,6 +21,7 @@ __all__ = [
     "alerts",
     "booking_messages",
     "bookings",
+    "calendar_jobs",
     "calendar_sync",
     "delivery",
     "email_events",

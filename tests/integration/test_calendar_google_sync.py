@@ -291,3 +291,33 @@ def test_delete_removes_the_connection_and_its_blocks(world: World, db: Database
     with db.read() as session:
         assert session.get(CalendarConnection, world.connection["id"]) is None
     assert world.sync().status == "skipped"
+
+
+def test_a_sync_asked_for_during_a_round_gets_another_round(
+    world: World, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One job per connection at a time: a request that finds the job running is folded
+    into it, and the job then runs one more round instead of leaving the change behind."""
+    from clinicbridge.calendars import sync as sync_module
+    from clinicbridge.vault.shared import shared_vault
+
+    tue = world.monday + timedelta(days=1, hours=15)
+    world.sync()
+    late: list[str] = []
+    original = google.fetch
+
+    def fetch_then_change(*args: Any, **kwargs: Any) -> Any:
+        changes = original(*args, **kwargs)
+        if not late:  # while the first round runs: a new event and a sync request
+            late.append(world.put(timed(tue)))
+            with db.write() as session:
+                row = session.get(CalendarConnection, world.connection["id"])
+                assert row is not None
+                job = sync_module.enqueue_sync(session, row, CLOCK.now(), reason="requested")
+            assert job.created is False  # folded into the waiting job
+        return changes
+
+    monkeypatch.setattr(google, "fetch", fetch_then_change)
+    vault = shared_vault(db, world.settings.master_key_file)
+    result = sync_module.sync_until_current(db, vault, world.connection["id"], clock=CLOCK)
+    assert result.status == "synced" and set(blocks(db, world.connection["id"])) == set(late)

@@ -1,11 +1,13 @@
 """The scenario a clinic cares about: an outside event added to a provider's calendar
 (Google through the fake, CalDAV on a real Radicale) takes the overlapping slots out of
-``GET /api/v1/availability`` after one sync job (queued by the 5-minute poll or by
-``POST .../sync``); deleting it brings them back."""
+``GET /api/v1/availability`` after one sync job (queued by a Google push notification
+through the verified inbox, or by the 5-minute poll for CalDAV); deleting it brings
+them back."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -18,6 +20,7 @@ from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.queue import enqueue
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.settings import Settings
+from clinicbridge.webhooks.inbox import PROCESS_KIND
 from tests.conftest import Clinic
 from tests.integration.calendar_helpers import (
     API,
@@ -77,7 +80,7 @@ def _taken(before: set[str], after: set[str]) -> set[str]:
     return before - after
 
 
-def test_google_event_blocks_slots_after_one_sync(
+def test_google_event_blocks_slots_after_one_push(
     client: TestClient, clinic: Clinic, db: Database, settings: Settings, fakes: Fakes
 ) -> None:
     setup = practice(client, clinic)
@@ -96,18 +99,23 @@ def test_google_event_blocks_slots_after_one_sync(
             "end": {"dateTime": (begin + timedelta(hours=1)).isoformat()},
         },
     )
-    assert run_jobs(db, settings, POLL_KIND) == 0  # nothing queued the poll yet
-    with db.write() as session:  # the 5-minute tick
-        enqueue(session, POLL_KIND, {}, now=SystemClock().now())
-    run_jobs(db, settings, POLL_KIND)
+    # Google tells us through the channel started after the first sync
+    (channel,) = fakes.google.channels
+    address, headers = fakes.google.notification(channel)
+    assert client.post(urlsplit(address).path, headers=headers).status_code == 200
+    assert run_jobs(db, settings, PROCESS_KIND) == 1
     assert run_jobs(db, settings, SYNC_KIND) == 1
     after = starts(client, clinic, setup, day)
     assert _taken(free, after) == {_slot(begin), _slot(begin + timedelta(minutes=30))}
     fakes.google.delete("primary", event)
-    path = f"{API}/providers/{setup.provider}/calendar-connections/{connection['id']}/sync"
-    ok(client.post(path, headers=clinic.headers), 202)
+    address, headers = fakes.google.notification(channel)
+    assert client.post(urlsplit(address).path, headers=headers).status_code == 200
+    run_jobs(db, settings, PROCESS_KIND)
     assert run_jobs(db, settings, SYNC_KIND) == 1
     assert starts(client, clinic, setup, day) == free
+    # and "sync now" works the same
+    path = f"{API}/providers/{setup.provider}/calendar-connections/{connection['id']}/sync"
+    assert ok(client.post(path, headers=clinic.headers), 202)["created"] is True
 
 
 def test_caldav_event_blocks_slots_after_one_sync(

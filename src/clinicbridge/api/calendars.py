@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
 
 from clinicbridge.api.deps import DB, require
 from clinicbridge.api.idempotency import IdempotentRoute
@@ -88,6 +89,20 @@ def delete_account(provider_id: str, account_id: str, db: DB, ctx: AccountManage
     with db.write() as session:
         connections.delete_account(session, ctx, provider_id, account_id)
     return Response(status_code=204)
+
+
+class CalendarOut(BaseModel):
+    url: str
+    name: str | None
+
+
+@router.get("/integrations/{integration_id}/calendars", response_model=ListOut[CalendarOut])
+def discover_calendars(
+    integration_id: str, request: Request, db: DB, ctx: AccountReader
+) -> ListOut[CalendarOut]:
+    """A CalDAV account's calendar collections (their URLs go in ``calendar``)."""
+    found = connections.discover_calendars(db, ctx, _vault(request), integration_id)
+    return ListOut(data=[CalendarOut(url=c.url, name=c.name) for c in found])
 
 
 @router.post(CONNECTIONS, status_code=201, response_model=ConnectionOut)

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record
-from clinicbridge.calendars import caldav, google
+from clinicbridge.calendars import caldav, google, push
 from clinicbridge.calendars.blocks import count
 from clinicbridge.calendars.calls import Authorized
 from clinicbridge.calendars.errors import CalendarNotAuthorized
@@ -213,6 +213,27 @@ def _check_calendar(
     return _Checked(integration, account.id, calendar)
 
 
+def discover_calendars(
+    db: Database, ctx: Ctx, vault: Vault, integration_id: str
+) -> list[caldav.CalendarInfo]:
+    """The calendar collections a CalDAV integration's account can see (for ``calendar``).
+    Google and Microsoft calendars are named by id: listing them would need a broader
+    scope than the events of the practitioner's own calendars."""
+    with db.read() as session:
+        integration = session.scalar(
+            scoped_select(Integration, ctx.tenant_id).where(Integration.id == integration_id)
+        )
+        if integration is None:
+            raise NotFoundError("No such integration.")
+        if integration.connector != "caldav":
+            raise InvalidInputError.one(
+                "integration_id", "only CalDAV integrations list their calendars", "not_caldav"
+            )
+        conn = context(db, vault, integration)
+    with caldav.CalDavClient(conn) as client:
+        return client.discover()
+
+
 def list_connections(session: Session, ctx: Ctx, provider_id: str) -> list[CalendarConnection]:
     get_scoped(session, Provider, ctx.tenant_id, id=provider_id)
     stmt = scoped_select(CalendarConnection, ctx.tenant_id).where(
@@ -233,6 +254,7 @@ def delete_connection(session: Session, ctx: Ctx, provider_id: str, connection_i
     """Remove the connection and its imported blocks; returns how many blocks went."""
     row = get_connection(session, ctx, provider_id, connection_id)
     removed = count(session, row.id)
+    push.queue_stop(session, row, ctx.now)
     record(
         session,
         ctx,

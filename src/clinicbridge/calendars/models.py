@@ -113,6 +113,16 @@ class CalendarConnection(Base):
     window_start: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     window_end: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     has_push: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    # Push: the Google channel id or Graph subscription id, Google's resourceId, when it
+    # runs out (renewed before), and why the last attempt to start or renew failed.
+    push_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True, unique=True)
+    push_resource: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    push_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    push_error: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    push_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Set by whoever asks for a sync (API, poll, push): a request that arrives while a
+    # round is running is served by that job running another round, not lost.
+    sync_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_full_sync_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

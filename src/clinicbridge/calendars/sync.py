@@ -47,7 +47,6 @@ from clinicbridge.jobs.queue import EnqueuedJob, NewJob, enqueue, enqueue_many
 from clinicbridge.jobs.registry import JobContext, PeriodicTask, registry
 from clinicbridge.scheduling.models import Provider, Service, ServiceProvider
 from clinicbridge.vault.service import Vault
-from clinicbridge.vault.shared import shared_vault
 
 log = logging.getLogger("clinicbridge.calendars")
 SYNC_KIND = "calendars.sync"
@@ -56,6 +55,7 @@ DEFAULT_HORIZON_DAYS = 90
 WINDOW_BACK = timedelta(days=1)
 WINDOW_AHEAD_MARGIN = timedelta(days=30)
 SYNCABLE = ("active", "error")
+MAX_ROUNDS_PER_JOB = 3
 
 
 def dedupe_key(connection_id: str) -> str:
@@ -65,6 +65,9 @@ def dedupe_key(connection_id: str) -> str:
 def enqueue_sync(
     session: Session, connection: CalendarConnection, now: datetime, *, reason: str
 ) -> EnqueuedJob:
+    """Queue a sync; one already waiting or running is returned instead (and a running
+    one does another round, see ``run_sync``)."""
+    connection.sync_requested_at = now
     return enqueue(
         session,
         SYNC_KIND,
@@ -229,23 +232,41 @@ def _failed(
     return SyncResult("failed")
 
 
-def _vault(job: JobContext) -> Vault:
-    if job.settings is None:
-        raise RuntimeError("the calendar sync job needs the service settings (master key file)")
-    return shared_vault(job.db, job.settings.master_key_file)
+def sync_until_current(
+    db: Database, vault: Vault, connection_id: str, *, clock: Clock | None = None
+) -> SyncResult:
+    """Sync rounds until no sync was asked for during the last one (at most
+    ``MAX_ROUNDS_PER_JOB``): a change notified while a round ran is never left waiting
+    for the next poll, and there is still one job at a time per connection."""
+    clock = clock or SystemClock()
+    result = SyncResult("skipped")
+    for _ in range(MAX_ROUNDS_PER_JOB):
+        started = clock.now()
+        result = sync_connection(db, vault, connection_id, clock=clock)
+        if result.status != "synced":
+            return result
+        with db.read() as session:
+            requested = session.scalar(
+                sa.select(CalendarConnection.sync_requested_at).where(
+                    CalendarConnection.id == connection_id
+                )
+            )
+        if requested is None or requested < started:
+            return result
+    return result
 
 
-@registry.handler(SYNC_KIND)
-def run_sync(job: JobContext) -> None:
-    sync_connection(job.db, _vault(job), str(job.payload["connection_id"]))
-
-
-def connections_to_poll(session: Session) -> list[tuple[str, str]]:
+def connections_to_poll(session: Session, now: datetime) -> list[tuple[str, str]]:
+    """Connections without push, or whose push ran out without being renewed."""
     rows = session.execute(
         sa.select(CalendarConnection.id, CalendarConnection.tenant_id).where(
             CalendarConnection.import_busy.is_(True),
-            CalendarConnection.has_push.is_(False),
             CalendarConnection.status.in_(SYNCABLE),
+            sa.or_(
+                CalendarConnection.has_push.is_(False),
+                CalendarConnection.push_expires_at.is_(None),
+                CalendarConnection.push_expires_at < now,
+            ),
         )
     )
     return [(r.id, r.tenant_id) for r in rows]
@@ -256,7 +277,14 @@ def connections_to_poll(session: Session) -> list[tuple[str, str]]:
 def poll(job: JobContext) -> None:
     now = job.now()
     with job.db.write() as session:
-        due = connections_to_poll(session)
+        due = connections_to_poll(session, now)
+        for chunk in range(0, len(due), 500):
+            ids = [cid for cid, _ in due[chunk : chunk + 500]]
+            session.execute(
+                sa.update(CalendarConnection)
+                .where(CalendarConnection.id.in_(ids))
+                .values(sync_requested_at=now)
+            )
         enqueue_many(
             session,
             (

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -67,6 +68,8 @@ class FakeGoogleCalendar:
     expired_before: int = 0  # sync tokens issued before this sequence answer 410
     requests: list[httpx.Request] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # statuses for the next API calls
+    channels: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> channel
+    stopped: list[str] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     # -- what a practitioner does in Google Calendar ---------------------------------------
@@ -112,6 +115,11 @@ class FakeGoogleCalendar:
         path = request.url.path
         if path == "/calendar/v3/freeBusy" and request.method == "POST":
             return self._free_busy(json.loads(request.content))
+        if path.startswith(EVENTS_PREFIX) and path.endswith("/events/watch"):
+            calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events/watch")])
+            return self._watch(calendar, json.loads(request.content))
+        if path == "/calendar/v3/channels/stop" and request.method == "POST":
+            return self._stop(json.loads(request.content))
         if path.startswith(EVENTS_PREFIX) and path.endswith("/events") and request.method == "GET":
             calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events")])
             return self._list(calendar, request.url.params)
@@ -176,6 +184,64 @@ class FakeGoogleCalendar:
             if (end is None or ev_start < end) and (start is None or ev_end > start):
                 found.append(event)
         return sorted(found, key=lambda e: (self.changed_at[(calendar, e["id"])], e["id"]))
+
+    # -- push (watch channels) --------------------------------------------------------------
+
+    def _watch(self, calendar: str, body: dict[str, Any]) -> httpx.Response:
+        """``events.watch``: a channel to ``address`` with our ``token``, ``params.ttl`` s."""
+        with self._lock:
+            if calendar not in self.calendars:
+                return _error(404, "notFound", "Not Found")
+            if body.get("type") != "web_hook" or not str(body.get("address", "")).startswith(
+                "http"
+            ):
+                return _error(400, "invalid", "Invalid channel")
+            if body["id"] in self.channels:
+                return _error(400, "channelIdNotUnique", "Channel id not unique")
+            ttl = int((body.get("params") or {}).get("ttl", "604800"))
+            expiration = int(time.time() * 1000) + min(ttl, 2_592_000) * 1000
+            channel = {
+                "kind": "api#channel",
+                "id": body["id"],
+                "resourceId": f"res-{calendar}",
+                "resourceUri": f"{API_BASE}/calendar/v3/calendars/{calendar}/events",
+                "token": body.get("token"),
+                "expiration": str(expiration),
+                "address": body["address"],
+                "calendar": calendar,
+                "messages": 0,
+            }
+            self.channels[body["id"]] = channel
+            return httpx.Response(
+                200,
+                json={
+                    k: v for k, v in channel.items() if k not in ("address", "calendar", "messages")
+                },
+            )
+
+    def _stop(self, body: dict[str, Any]) -> httpx.Response:
+        with self._lock:
+            channel = self.channels.get(body.get("id", ""))
+            if channel is None or channel["resourceId"] != body.get("resourceId"):
+                return _error(404, "notFound", "Channel not found")
+            del self.channels[body["id"]]
+            self.stopped.append(body["id"])
+            return httpx.Response(204)
+
+    def notification(self, channel_id: str, state: str = "exists") -> tuple[str, dict[str, str]]:
+        """What Google POSTs to a channel's address: (address, headers); the body is empty."""
+        with self._lock:
+            channel = self.channels[channel_id]
+            channel["messages"] += 1
+            return channel["address"], {
+                "X-Goog-Channel-ID": channel["id"],
+                "X-Goog-Channel-Token": channel["token"] or "",
+                "X-Goog-Channel-Expiration": "Tue, 19 Nov 2030 01:13:52 GMT",
+                "X-Goog-Resource-ID": channel["resourceId"],
+                "X-Goog-Resource-URI": channel["resourceUri"],
+                "X-Goog-Resource-State": state,
+                "X-Goog-Message-Number": str(channel["messages"]),
+            }
 
     def _free_busy(self, body: dict[str, Any]) -> httpx.Response:
         lo = datetime.fromisoformat(body["timeMin"].replace("Z", "+00:00"))

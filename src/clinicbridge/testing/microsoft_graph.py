@@ -18,11 +18,14 @@ occurrences).
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -62,6 +65,10 @@ class FakeGraph:
     seq: int = 0
     expired_before: int = 0
     requests: list[httpx.Request] = field(default_factory=list)
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Delivers a validation request to a notification URL and answers (status, body):
+    # set by the test (e.g. a TestClient's post), as Graph calls the URL before answering.
+    deliver: Callable[[str], tuple[int, str]] | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     def put(self, event: dict[str, Any], calendar: str = DEFAULT) -> str:
@@ -120,10 +127,74 @@ class FakeGraph:
                     404, "ErrorItemNotFound", "The specified object was not found in the store."
                 )
             return httpx.Response(200, json={"id": cid, "name": "Calendar", "canEdit": True})
+        if path == "/v1.0/subscriptions" and request.method == "POST":
+            return self._subscribe(json.loads(request.content))
+        sub = re.match(r"^/v1\.0/subscriptions/(?P<id>[^/]+)$", path)
+        if sub and request.method in ("PATCH", "DELETE"):
+            return self._change_subscription(sub.group("id"), request)
         delta = _DELTA.match(path)
         if delta and request.method == "GET":
             return self._delta(unquote(delta.group("id") or DEFAULT), request)
         return _error(400, "BadRequest", "Unsupported request")
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def _subscribe(self, body: dict[str, Any]) -> httpx.Response:
+        """Create: Graph first POSTs ``?validationToken=`` to the URL and wants it back as
+        text/plain (else 400 ``ValidationError``); ``expirationDateTime`` at most 10,080 min."""
+        url, expires = str(body.get("notificationUrl", "")), body.get("expirationDateTime")
+        if not url.startswith("http") or not isinstance(expires, str) or not body.get("resource"):
+            return _error(400, "ExtensionError", "Invalid subscription request")
+        when = datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        if when > datetime.now(UTC) + timedelta(minutes=10080):
+            return _error(400, "InvalidRequest", "expirationDateTime is too far in the future")
+        token = secrets.token_urlsafe(16)
+        if self.deliver is None:
+            return _error(400, "ValidationError", "Notification endpoint unreachable")
+        status, answer = self.deliver(f"{url}?{urlencode({'validationToken': token})}")
+        if status != 200 or answer != token:
+            return _error(400, "ValidationError", "Subscription validation request failed")
+        with self._lock:
+            sub = {
+                "id": str(uuid.uuid4()),
+                "resource": body["resource"],
+                "changeType": body.get("changeType"),
+                "notificationUrl": url,
+                "clientState": body.get("clientState"),
+                "expirationDateTime": when.isoformat().replace("+00:00", "Z"),
+            }
+            self.subscriptions[sub["id"]] = sub
+            return httpx.Response(201, json=sub)
+
+    def _change_subscription(self, sub_id: str, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            sub = self.subscriptions.get(sub_id)
+            if sub is None:
+                return _error(404, "ResourceNotFound", "The object was not found.")
+            if request.method == "DELETE":
+                del self.subscriptions[sub_id]
+                return httpx.Response(204)
+            expires = json.loads(request.content).get("expirationDateTime")
+            sub["expirationDateTime"] = expires
+            return httpx.Response(200, json=sub)
+
+    def notification(self, sub_id: str, change: str = "updated") -> tuple[str, dict[str, Any]]:
+        """What Graph POSTs for a change: (notification URL, JSON body)."""
+        with self._lock:
+            sub = self.subscriptions[sub_id]
+            item = {
+                "subscriptionId": sub_id,
+                "subscriptionExpirationDateTime": sub["expirationDateTime"],
+                "changeType": change,
+                "resource": f"Users/00000000/Events/{secrets.token_hex(8)}",
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.Event",
+                    "id": secrets.token_hex(8),
+                },
+                "clientState": sub["clientState"],
+                "tenantId": "00000000-0000-0000-0000-000000000000",
+            }
+            return sub["notificationUrl"], {"value": [item]}
 
     def _delta(self, calendar: str, request: httpx.Request) -> httpx.Response:
         params = request.url.params

@@ -8,11 +8,14 @@ from pydantic import HttpUrl
 
 from clinicbridge.integrations.connector import Cred, Credentials, HttpSettings
 from clinicbridge.integrations.connectors.oauth_calendar import OAuthCalendarConnector
+from clinicbridge.webhooks.verifiers import google_calendar
 
 
 class GoogleCalendarCredentials(Credentials):
     client_id: Cred
     client_secret: Cred
+    # Generated: the token of push channels (Google) / clientState of subscriptions (Graph).
+    webhook_secret: Cred | None = None
 
 
 class GoogleCalendarSettings(HttpSettings):
@@ -26,6 +29,9 @@ class GoogleCalendar(OAuthCalendarConnector):
     display_name = "Google Calendar"
     credentials_schema = GoogleCalendarCredentials
     settings_schema = GoogleCalendarSettings
+    verifier = staticmethod(google_calendar.verify)
+    webhook_secret_field = "webhook_secret"
+    generates_webhook_secret = True
     # Events only (no calendar list, no settings, no other Google data).
     read_scopes: ClassVar[tuple[str, ...]] = (
         "https://www.googleapis.com/auth/calendar.events.readonly",

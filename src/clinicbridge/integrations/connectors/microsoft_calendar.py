@@ -8,11 +8,14 @@ from pydantic import Field, HttpUrl
 
 from clinicbridge.integrations.connector import Cred, Credentials, HttpSettings
 from clinicbridge.integrations.connectors.oauth_calendar import OAuthCalendarConnector
+from clinicbridge.webhooks.verifiers import microsoft_graph
 
 
 class MicrosoftCalendarCredentials(Credentials):
     client_id: Cred
     client_secret: Cred
+    # Generated: the token of push channels (Google) / clientState of subscriptions (Graph).
+    webhook_secret: Cred | None = None
 
 
 class MicrosoftCalendarSettings(HttpSettings):
@@ -27,6 +30,9 @@ class MicrosoftCalendar(OAuthCalendarConnector):
     display_name = "Microsoft 365 / Outlook calendar"
     credentials_schema = MicrosoftCalendarCredentials
     settings_schema = MicrosoftCalendarSettings
+    verifier = staticmethod(microsoft_graph.verify)
+    webhook_secret_field = "webhook_secret"
+    generates_webhook_secret = True
     # offline_access: a refresh token; Calendars.*: the signed-in user's calendars only.
     read_scopes: ClassVar[tuple[str, ...]] = ("offline_access", "Calendars.Read")
     write_scopes: ClassVar[tuple[str, ...]] = ("offline_access", "Calendars.ReadWrite")

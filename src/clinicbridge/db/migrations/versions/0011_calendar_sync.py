@@ -122,6 +122,12 @@ def upgrade() -> None:
         _ts("window_start", nullable=True),
         _ts("window_end", nullable=True),
         sa.Column("has_push", sa.Boolean(), nullable=False),
+        sa.Column("push_id", sa.String(length=255), nullable=True),
+        sa.Column("push_resource", sa.String(length=255), nullable=True),
+        _ts("push_expires_at", nullable=True),
+        sa.Column("push_error", sa.String(length=500), nullable=True),
+        _ts("push_error_at", nullable=True),
+        _ts("sync_requested_at", nullable=True),
         _ts("last_sync_at", nullable=True),
         _ts("last_success_at", nullable=True),
         _ts("last_full_sync_at", nullable=True),
@@ -144,6 +150,7 @@ def upgrade() -> None:
             "calendar",
             name=op.f("uq_calendar_connections_provider_id_integration_id_calendar"),
         ),
+        sa.UniqueConstraint("push_id", name=op.f("uq_calendar_connections_push_id")),
     )
     op.create_index(
         op.f("ix_calendar_connections_tenant_id"),
