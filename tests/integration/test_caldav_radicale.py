@@ -149,7 +149,11 @@ def test_discovery_connection_test_and_bad_calendars(
     with caldav.CalDavClient(conn) as client:
         found = client.discover()
     assert [c.url for c in found] == [world.calendar] and found[0].name == "clinic"
-    listed = ok(world.client.get(f"{API}/integrations/{world.integration}/calendars", headers=world.clinic.headers))
+    listed = ok(
+        world.client.get(
+            f"{API}/integrations/{world.integration}/calendars", headers=world.clinic.headers
+        )
+    )
     assert listed["data"] == [{"url": world.calendar, "name": "clinic"}]
     path = f"{API}/providers/{world.setup.provider}/calendar-connections"
     for calendar, code in (
