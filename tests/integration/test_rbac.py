@@ -41,6 +41,7 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         "/public/{clinic_slug}/availability",
         "/public/{clinic_slug}/bookings",
         "/b/{token}",
+        "/oauth/calendar/callback",
     } == PUBLIC_PATHS
 
 
