@@ -4,6 +4,7 @@ The API process and every worker import this, so a job enqueued by one is
 understood by all.
 """
 
+from clinicbridge.calendars import export as calendar_export
 from clinicbridge.calendars import jobs as calendar_jobs
 from clinicbridge.calendars import sync as calendar_sync
 from clinicbridge.integrations import alerts
@@ -21,6 +22,7 @@ __all__ = [
     "alerts",
     "booking_messages",
     "bookings",
+    "calendar_export",
     "calendar_jobs",
     "calendar_sync",
     "delivery",

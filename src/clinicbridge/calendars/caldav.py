@@ -292,3 +292,27 @@ def _href(prop: Any, path: str) -> str | None:
 
 def _same(href: str, calendar: str) -> bool:
     return urlsplit(urljoin(calendar, href)).path.rstrip("/") == urlsplit(calendar).path.rstrip("/")
+
+
+def put_event(client: CalDavClient, calendar: str, name: str, ics: bytes) -> str:
+    """PUT our resource (create or replace: ClinicBridge owns it); returns its URL."""
+    url = client.same_origin(urljoin(calendar if calendar.endswith("/") else calendar + "/", name))
+    response = client._client.request(
+        "PUT",
+        url,
+        operation="caldav.put",
+        headers={"Authorization": client._auth, "Content-Type": "text/calendar; charset=utf-8"},
+        content=ics,
+    )
+    if response.status_code not in (200, 201, 204):
+        raise refused(client.integration, "caldav.put", response)
+    return url
+
+
+def delete_event(client: CalDavClient, url: str) -> None:
+    response = client._client.request(
+        "DELETE", client.same_origin(url), operation="caldav.delete",
+        headers={"Authorization": client._auth},
+    )  # fmt: skip
+    if response.status_code not in (200, 204, 404):
+        raise refused(client.integration, "caldav.delete", response)

@@ -9,7 +9,8 @@ events included; ``410 Gone`` means the token expired: full sync again.
 
 from __future__ import annotations
 
-from datetime import date
+import hashlib
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -104,3 +105,50 @@ def is_busy(item: dict[str, Any]) -> bool:
         if isinstance(attendee, dict) and attendee.get("self"):
             return attendee.get("responseStatus") != "declined"
     return True
+
+
+# --- export (bookings written as events) -------------------------------------------------
+
+
+def event_id_for(booking_id: str, connection_id: str) -> str:
+    """Our own event id (Google lets the client choose one: base32hex, 5-1024 chars), so
+    an insert repeated after a timeout finds the first one (409) instead of a twin."""
+    return "cb" + hashlib.sha256(f"{connection_id}:{booking_id}".encode()).hexdigest()[:40]
+
+
+def write_event(calls: Authorized, calendar: str, event_id: str, body: dict[str, Any]) -> str:
+    """Insert, or update when it exists already; returns the event id."""
+    path = events_path(calendar)
+    response = calls.request(
+        "POST", path, operation="calendar.events.insert", json={**body, "id": event_id}
+    )
+    if response.status_code == 409:  # ours from an earlier attempt: update it
+        response = calls.request(
+            "PUT", f"{path}/{event_id}", operation="calendar.events.update", json=body
+        )
+    if response.status_code not in (200, 201):
+        raise refused(calls.integration, "calendar.events.insert", response)
+    return event_id
+
+
+def delete_event(calls: Authorized, calendar: str, event_id: str) -> None:
+    response = calls.request(
+        "DELETE", f"{events_path(calendar)}/{event_id}", operation="calendar.events.delete"
+    )
+    if response.status_code not in (200, 204, 404, 410):  # gone already is fine
+        raise refused(calls.integration, "calendar.events.delete", response)
+
+
+def event_body(summary: str, description: str, location: str | None, start: datetime,
+               end: datetime, booking_id: str) -> dict[str, Any]:  # fmt: skip
+    body: dict[str, Any] = {
+        "summary": summary,
+        "description": description,
+        "start": {"dateTime": start.isoformat()},
+        "end": {"dateTime": end.isoformat()},
+        "transparency": "opaque",
+        "extendedProperties": {"private": {MARKER_PROPERTY: booking_id}},
+    }
+    if location:
+        body["location"] = location
+    return body

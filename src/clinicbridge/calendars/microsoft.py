@@ -11,7 +11,7 @@ window). Incremental: GET the deltaLink; removed items come as ``{"id", "@remove
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -115,3 +115,61 @@ def is_busy(item: dict[str, Any]) -> bool:
         return False
     response = (item.get("responseStatus") or {}).get("response")
     return response != "declined"
+
+
+# --- export (bookings written as events) -------------------------------------------------
+
+
+def events_collection(calendar: str) -> str:
+    if calendar in ("", "primary"):
+        return "/v1.0/me/events"
+    return f"/v1.0/me/calendars/{quote(calendar, safe='')}/events"
+
+
+def create_event(calls: Authorized, calendar: str, body: dict[str, Any]) -> str:
+    """POST with our ``transactionId``: Graph drops a repeated create after a timeout."""
+    response = calls.request(
+        "POST", events_collection(calendar), operation="calendar.events.create", json=body
+    )
+    if response.status_code not in (200, 201):
+        raise refused(calls.integration, "calendar.events.create", response)
+    return str(json_of(response)["id"])
+
+
+def update_event(calls: Authorized, event_id: str, body: dict[str, Any]) -> bool:
+    """PATCH; False when the event is gone (deleted in Outlook): create it again."""
+    response = calls.request(
+        "PATCH",
+        f"/v1.0/me/events/{quote(event_id, safe='')}",
+        operation="calendar.events.update",
+        json=body,
+    )
+    if response.status_code == 404:
+        return False
+    if response.status_code != 200:
+        raise refused(calls.integration, "calendar.events.update", response)
+    return True
+
+
+def delete_event(calls: Authorized, event_id: str) -> None:
+    response = calls.request(
+        "DELETE", f"/v1.0/me/events/{quote(event_id, safe='')}", operation="calendar.events.delete"
+    )
+    if response.status_code not in (200, 204, 404):
+        raise refused(calls.integration, "calendar.events.delete", response)
+
+
+def event_body(summary: str, description: str, location: str | None, start: datetime,
+               end: datetime, booking_id: str) -> dict[str, Any]:  # fmt: skip
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    body: dict[str, Any] = {
+        "subject": summary,
+        "body": {"contentType": "text", "content": description},
+        "start": {"dateTime": start.astimezone(UTC).strftime(fmt), "timeZone": "UTC"},
+        "end": {"dateTime": end.astimezone(UTC).strftime(fmt), "timeZone": "UTC"},
+        "showAs": "busy",
+        "transactionId": f"{TRANSACTION_PREFIX}{booking_id}",
+    }
+    if location:
+        body["location"] = {"displayName": location}
+    return body

@@ -134,3 +134,26 @@ class CalendarConnection(Base):
     created_by: Mapped[str] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CalendarExport(Base):
+    """A booking written into a connection's calendar: the outside event it became (a
+    Google event id, a Graph event id, a CalDAV resource URL) and the booking version
+    last written, so a job run twice writes once and a cancel deletes exactly it."""
+
+    __tablename__ = "calendar_exports"
+    __table_args__ = (sa.UniqueConstraint("connection_id", "booking_id"),)
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(_tenant_fk(), index=True)
+    connection_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("calendar_connections.id", ondelete="CASCADE")
+    )
+    booking_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("bookings.id", ondelete="CASCADE"), index=True
+    )
+    external_id: Mapped[str] = mapped_column(sa.String(1024))
+    version: Mapped[int] = mapped_column(sa.Integer)
+    deleted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

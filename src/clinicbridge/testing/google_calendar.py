@@ -18,6 +18,7 @@ an instance of a recurring event has ``recurringEventId`` and ``originalStartTim
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -123,6 +124,16 @@ class FakeGoogleCalendar:
         if path.startswith(EVENTS_PREFIX) and path.endswith("/events") and request.method == "GET":
             calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events")])
             return self._list(calendar, request.url.params)
+        if path.startswith(EVENTS_PREFIX) and path.endswith("/events") and request.method == "POST":
+            calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events")])
+            return self._insert(calendar, json.loads(request.content))
+        if (
+            path.startswith(EVENTS_PREFIX)
+            and "/events/" in path
+            and request.method in ("PUT", "DELETE")
+        ):
+            head, _, event_id = path[len(EVENTS_PREFIX) :].rpartition("/events/")
+            return self._change(unquote(head), unquote(event_id), request)
         return _error(404, "notFound", "Not Found")
 
     def _list(self, calendar: str, params: httpx.QueryParams) -> httpx.Response:
@@ -184,6 +195,36 @@ class FakeGoogleCalendar:
             if (end is None or ev_start < end) and (start is None or ev_end > start):
                 found.append(event)
         return sorted(found, key=lambda e: (self.changed_at[(calendar, e["id"])], e["id"]))
+
+    # -- events.insert / update / delete ---------------------------------------------------
+
+    def _insert(self, calendar: str, body: dict[str, Any]) -> httpx.Response:
+        """``events.insert``: a client-chosen ``id`` (base32hex, 5-1024) that exists is 409."""
+        with self._lock:
+            if calendar not in self.calendars:
+                return _error(404, "notFound", "Not Found")
+            event_id = body.get("id")
+            if event_id is not None:
+                if not re.fullmatch(r"[a-v0-9]{5,1024}", str(event_id)):
+                    return _error(400, "invalid", "Invalid resource id value.")
+                existing = self.calendars[calendar].get(event_id)
+                if existing is not None and existing.get("status") != "cancelled":
+                    return _error(409, "duplicate", "The requested identifier already exists.")
+            new_id = self.put(calendar, body)
+            return httpx.Response(200, json=self.calendars[calendar][new_id])
+
+    def _change(self, calendar: str, event_id: str, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            event = self.calendars.get(calendar, {}).get(event_id)
+            if event is None:
+                return _error(404, "notFound", "Not Found")
+            if event.get("status") == "cancelled":
+                return _error(410, "deleted", "Resource has been deleted")
+            if request.method == "DELETE":
+                self.delete(calendar, event_id)
+                return httpx.Response(204)
+            self.put(calendar, {**json.loads(request.content), "id": event_id})
+            return httpx.Response(200, json=self.calendars[calendar][event_id])
 
     # -- push (watch channels) --------------------------------------------------------------
 

@@ -127,6 +127,12 @@ class FakeGraph:
                     404, "ErrorItemNotFound", "The specified object was not found in the store."
                 )
             return httpx.Response(200, json={"id": cid, "name": "Calendar", "canEdit": True})
+        events = re.match(r"^/v1\.0/me(?:/calendars/(?P<id>[^/]+))?/events$", path)
+        if events and request.method == "POST":
+            return self._create(unquote(events.group("id") or DEFAULT), json.loads(request.content))
+        one = re.match(r"^/v1\.0/me/events/(?P<id>[^/]+)$", path)
+        if one and request.method in ("PATCH", "DELETE"):
+            return self._change_event(unquote(one.group("id")), request)
         if path == "/v1.0/subscriptions" and request.method == "POST":
             return self._subscribe(json.loads(request.content))
         sub = re.match(r"^/v1\.0/subscriptions/(?P<id>[^/]+)$", path)
@@ -136,6 +142,37 @@ class FakeGraph:
         if delta and request.method == "GET":
             return self._delta(unquote(delta.group("id") or DEFAULT), request)
         return _error(400, "BadRequest", "Unsupported request")
+
+    # -- events: create / update / delete -------------------------------------------------
+
+    def _create(self, calendar: str, body: dict[str, Any]) -> httpx.Response:
+        """A create repeated with the same ``transactionId`` answers the first event."""
+        with self._lock:
+            if calendar not in self.calendars:
+                return _error(
+                    404, "ErrorItemNotFound", "The specified object was not found in the store."
+                )
+            tx = body.get("transactionId")
+            for event in self.calendars[calendar].values():
+                if tx and event.get("transactionId") == tx and "@removed" not in event:
+                    return httpx.Response(201, json=event)
+            event_id = self.put(body, calendar)
+            return httpx.Response(201, json=self.calendars[calendar][event_id])
+
+    def _change_event(self, event_id: str, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            for calendar, events in self.calendars.items():
+                event = events.get(event_id)
+                if event is None or "@removed" in event:
+                    continue
+                if request.method == "DELETE":
+                    self.delete(event_id, calendar)
+                    return httpx.Response(204)
+                self.put({**event, **json.loads(request.content)}, calendar)
+                return httpx.Response(200, json=events[event_id])
+            return _error(
+                404, "ErrorItemNotFound", "The specified object was not found in the store."
+            )
 
     # -- subscriptions ----------------------------------------------------------------------
 

@@ -165,6 +165,32 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.create_table(
+        "calendar_exports",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("connection_id", sa.String(length=32), nullable=False),
+        sa.Column("booking_id", sa.String(length=32), nullable=False),
+        sa.Column("external_id", sa.String(length=1024), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("deleted", sa.Boolean(), nullable=False),
+        _ts("created_at"),
+        _ts("updated_at"),
+        _fk("calendar_exports", "booking_id", "bookings"),
+        _fk("calendar_exports", "connection_id", "calendar_connections"),
+        _fk("calendar_exports", "tenant_id", "tenants"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_calendar_exports")),
+        sa.UniqueConstraint(
+            "connection_id", "booking_id", name=op.f("uq_calendar_exports_connection_id_booking_id")
+        ),
+    )
+    op.create_index(
+        op.f("ix_calendar_exports_tenant_id"), "calendar_exports", ["tenant_id"], unique=False
+    )
+    op.create_index(
+        op.f("ix_calendar_exports_booking_id"), "calendar_exports", ["booking_id"], unique=False
+    )
+
     with op.batch_alter_table("busy_blocks", recreate="always") as batch_op:
         batch_op.add_column(sa.Column("connection_id", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("external_group", sa.String(length=255), nullable=True))
@@ -198,6 +224,7 @@ def downgrade() -> None:
         batch_op.drop_column("external_group")
         batch_op.drop_column("connection_id")
     _restore_sqlite_triggers()
+    op.drop_table("calendar_exports")
     op.drop_table("calendar_connections")
     op.drop_table("calendar_oauth_requests")
     op.drop_table("calendar_accounts")
