@@ -30,7 +30,7 @@ import icalendar
 import sqlalchemy as sa
 
 from clinicbridge.audit import record_system
-from clinicbridge.calendars import caldav, google, microsoft
+from clinicbridge.calendars import caldav, conflicts, google, microsoft
 from clinicbridge.calendars.calls import Authorized
 from clinicbridge.calendars.errors import ReauthorizationRequired
 from clinicbridge.calendars.models import CalendarConnection, CalendarExport
@@ -262,7 +262,12 @@ def run_export(job: JobContext) -> None:
     if job.settings is None:
         raise RuntimeError("the calendar export job needs the service settings (master key)")
     vault = shared_vault(job.db, job.settings.master_key_file)
-    export_booking(job.db, vault, str(job.payload["booking_id"]), job.now())
+    booking_id = str(job.payload["booking_id"])
+    export_booking(job.db, vault, booking_id, job.now())
+    with job.db.read() as session:
+        booking = session.get(Booking, booking_id)
+    if booking is not None:  # a cancel or a move may end a conflict with an outside event
+        conflicts.check_provider(job.db, booking.tenant_id, booking.provider_id, job.now())
 
 
 events.subscribe(EXPORT_KIND)
