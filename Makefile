@@ -59,6 +59,7 @@ bench: install
 	$(PY) bench/template_render.py
 	$(PY) bench/send_pipeline.py
 	$(PY) bench/reminders_schedule.py
+	$(PY) bench/calendar_sync.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

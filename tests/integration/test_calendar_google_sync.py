@@ -321,3 +321,27 @@ def test_a_sync_asked_for_during_a_round_gets_another_round(
     vault = shared_vault(db, world.settings.master_key_file)
     result = sync_module.sync_until_current(db, vault, world.connection["id"], clock=CLOCK)
     assert result.status == "synced" and set(blocks(db, world.connection["id"])) == set(late)
+
+
+def test_a_request_after_the_last_round_queues_a_new_job(world: World, db: Database) -> None:
+    """Found by bench/calendar_sync.py: a request arriving after the job's last round but
+    before the worker recorded its outcome was folded into a job that was done, and lost.
+    The job now gives up its dedupe key when it finds no new request."""
+    from clinicbridge.calendars import sync as sync_module
+    from clinicbridge.jobs.models import Job
+    from clinicbridge.vault.shared import shared_vault
+
+    (job,) = pending_syncs(db)
+    with db.write() as session:  # the worker claimed it
+        session.execute(sa.update(Job).where(Job.id == job.id).values(state="running"))
+    vault = shared_vault(db, world.settings.master_key_file)
+    result = sync_module.sync_until_current(
+        db, vault, world.connection["id"], clock=CLOCK, job_id=job.id
+    )
+    assert result.status == "synced"
+    # the handler is done, the job row still says running: a push arrives now
+    with db.write() as session:
+        row = session.get(CalendarConnection, world.connection["id"])
+        assert row is not None
+        queued = sync_module.enqueue_sync(session, row, CLOCK.now(), reason="push")
+    assert queued.created and queued.id != job.id

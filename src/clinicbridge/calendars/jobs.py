@@ -20,7 +20,7 @@ def run_sync(job: JobContext) -> None:
         raise RuntimeError("the calendar sync job needs the service settings (master key file)")
     vault = shared_vault(job.db, job.settings.master_key_file)
     connection_id = str(job.payload["connection_id"])
-    result = sync_until_current(job.db, vault, connection_id)
+    result = sync_until_current(job.db, vault, connection_id, job_id=job.job_id)
     if result.status != "synced":
         return
     with job.db.read() as session:

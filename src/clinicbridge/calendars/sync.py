@@ -43,6 +43,7 @@ from clinicbridge.core.clock import Clock, SystemClock
 from clinicbridge.core.errors import ExternalServiceError
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.models import Integration
+from clinicbridge.jobs.models import Job
 from clinicbridge.jobs.queue import EnqueuedJob, NewJob, enqueue, enqueue_many
 from clinicbridge.jobs.registry import JobContext, PeriodicTask, registry
 from clinicbridge.scheduling.models import Provider, Service, ServiceProvider
@@ -233,27 +234,42 @@ def _failed(
 
 
 def sync_until_current(
-    db: Database, vault: Vault, connection_id: str, *, clock: Clock | None = None
+    db: Database,
+    vault: Vault,
+    connection_id: str,
+    *,
+    clock: Clock | None = None,
+    job_id: str | None = None,
 ) -> SyncResult:
     """Sync rounds until no sync was asked for during the last one (at most
     ``MAX_ROUNDS_PER_JOB``): a change notified while a round ran is never left waiting
-    for the next poll, and there is still one job at a time per connection."""
+    for the next poll, and there is still one job at a time per connection.
+
+    The job (``job_id``) gives up its dedupe key in the same transaction that finds no
+    new request: a request before that commit is seen here (another round), one after it
+    queues a new job, even while the worker is still recording this one's outcome."""
     clock = clock or SystemClock()
     result = SyncResult("skipped")
     for _ in range(MAX_ROUNDS_PER_JOB):
         started = clock.now()
         result = sync_connection(db, vault, connection_id, clock=clock)
-        if result.status != "synced":
-            return result
-        with db.read() as session:
-            requested = session.scalar(
-                sa.select(CalendarConnection.sync_requested_at).where(
-                    CalendarConnection.id == connection_id
-                )
-            )
-        if requested is None or requested < started:
+        if result.status != "synced" or not _asked_again(db, connection_id, started, job_id):
             return result
     return result
+
+
+def _asked_again(db: Database, connection_id: str, since: datetime, job_id: str | None) -> bool:
+    with db.write() as session:
+        requested = session.scalar(
+            sa.select(CalendarConnection.sync_requested_at)
+            .where(CalendarConnection.id == connection_id)
+            .with_for_update()
+        )
+        if requested is not None and requested >= since:
+            return True
+        if job_id is not None:
+            session.execute(sa.update(Job).where(Job.id == job_id).values(dedupe_key=None))
+        return False
 
 
 def connections_to_poll(session: Session, now: datetime) -> list[tuple[str, str]]:
