@@ -345,3 +345,32 @@ def test_a_request_after_the_last_round_queues_a_new_job(world: World, db: Datab
         assert row is not None
         queued = sync_module.enqueue_sync(session, row, CLOCK.now(), reason="push")
     assert queued.created and queued.id != job.id
+
+
+def test_a_sync_failing_for_half_an_hour_alerts_and_recovers(world: World, db: Database) -> None:
+    from clinicbridge.calendars.alerts import FAILING_AFTER, FAILING_RULE
+
+    world.sync()
+    world.fakes.google.failures.extend([403] * FAILING_AFTER)  # refused, not retryable
+    for _ in range(FAILING_AFTER):
+        assert world.sync().status == "failed"
+    with db.read() as session:
+        (alert,) = session.scalars(sa.select(Alert).where(Alert.rule == FAILING_RULE)).all()
+    assert alert.status == "open" and alert.subject_id == world.connection["id"]
+    assert alert.details["consecutive_failures"] == FAILING_AFTER
+    assert world.sync().status == "synced"
+    with db.read() as session:
+        assert session.get(Alert, alert.id).status == "resolved"  # type: ignore[union-attr]
+
+
+def test_deleting_the_integration_takes_accounts_connections_and_blocks(
+    world: World, db: Database
+) -> None:
+    world.put(timed(world.monday + timedelta(days=1, hours=15)))
+    world.sync()
+    assert len(blocks(db, world.connection["id"])) == 1
+    path = f"{API}/integrations/{world.integration}"
+    assert world.client.delete(path, headers=world.clinic.headers).status_code == 204
+    assert blocks(db, world.connection["id"]) == {}
+    with db.read() as session:
+        assert session.get(CalendarConnection, world.connection["id"]) is None

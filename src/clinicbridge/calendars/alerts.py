@@ -1,6 +1,7 @@
-"""The ``calendar_reauth_required`` alert: a practitioner's calendar authorization was
-revoked (the token endpoint answered ``invalid_grant``), so their outside calendar no
-longer blocks slots until someone authorizes again.
+"""Calendar alerts. ``calendar_reauth_required``: a practitioner's calendar authorization
+was revoked (the token endpoint answered ``invalid_grant``), so their outside calendar no
+longer blocks slots until someone authorizes again. ``calendar_sync_failing``: a
+connection's sync failed ``FAILING_AFTER`` rounds in a row (subject: the connection).
 
 One open alert per account (the unique index on open alerts), opened with the
 ``integration.unhealthy`` outbound event and resolved, with ``integration.recovered``,
@@ -25,17 +26,36 @@ from clinicbridge.webhooks.outbound import publish
 
 SUBJECT_TYPE = "calendar_account"
 RULE = "calendar_reauth_required"
+# A connection whose sync kept failing (FAILING_AFTER rounds in a row, 30 minutes of
+# polling): its calendar no longer blocks slots; resolved by the next successful round.
+FAILING_RULE, FAILING_SUBJECT, FAILING_AFTER = "calendar_sync_failing", "calendar_connection", 6
 
 
 def open_reauth(
     session: Session, *, tenant_id: str, account_id: str, details: dict[str, Any], now: datetime
 ) -> Alert | None:
     """Open the alert (or touch the open one); returns it only when newly opened."""
+    return open_alert(
+        session, tenant_id=tenant_id, subject_type=SUBJECT_TYPE, subject_id=account_id,
+        rule=RULE, details=details, now=now,
+    )  # fmt: skip
+
+
+def open_alert(
+    session: Session,
+    *,
+    tenant_id: str,
+    subject_type: str,
+    subject_id: str,
+    rule: str,
+    details: dict[str, Any],
+    now: datetime,
+) -> Alert | None:
     existing = session.scalar(
         sa.select(Alert).where(
             Alert.tenant_id == tenant_id,
-            Alert.subject_id == account_id,
-            Alert.rule == RULE,
+            Alert.subject_id == subject_id,
+            Alert.rule == rule,
             Alert.status == "open",
         )
     )
@@ -45,9 +65,9 @@ def open_reauth(
     alert = Alert(
         id=new_id("alr"),
         tenant_id=tenant_id,
-        subject_type=SUBJECT_TYPE,
-        subject_id=account_id,
-        rule=RULE,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        rule=rule,
         status="open",
         details=details,
         opened_at=now,
@@ -59,26 +79,29 @@ def open_reauth(
     except IntegrityError:
         return None  # opened concurrently: one open alert is the point
     record_system(
-        session, tenant_id, "alert.open", SUBJECT_TYPE, account_id, now=now, diff={"rule": RULE}
+        session, tenant_id, "alert.open", subject_type, subject_id, now=now, diff={"rule": rule}
     )
     _announce(session, alert, now)
     return alert
 
 
-def resolve(session: Session, *, tenant_id: str, account_id: str, now: datetime) -> int:
+def resolve(
+    session: Session, *, tenant_id: str, subject_id: str, now: datetime, rule: str = RULE
+) -> int:
+    """Resolve the subject's open alert of ``rule``; returns how many (0 or 1)."""
     alerts = session.scalars(
         sa.select(Alert).where(
             Alert.tenant_id == tenant_id,
-            Alert.subject_id == account_id,
-            Alert.rule == RULE,
+            Alert.subject_id == subject_id,
+            Alert.rule == rule,
             Alert.status == "open",
         )
     ).all()
     for alert in alerts:
         alert.status, alert.resolved_at, alert.last_seen_at = "resolved", now, now
         record_system(
-            session, tenant_id, "alert.resolve", SUBJECT_TYPE, account_id, now=now,
-            diff={"rule": RULE},
+            session, tenant_id, "alert.resolve", alert.subject_type, subject_id, now=now,
+            diff={"rule": rule},
         )  # fmt: skip
         _announce(session, alert, now)
     return len(alerts)

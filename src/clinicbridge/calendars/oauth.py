@@ -337,7 +337,7 @@ def _store(
         )
         .values(status="active", updated_at=now)
     )
-    alerts.resolve(session, tenant_id=account.tenant_id, account_id=account.id, now=now)
+    alerts.resolve(session, tenant_id=account.tenant_id, subject_id=account.id, now=now)
     record_system(
         session,
         account.tenant_id,

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from clinicbridge.calendars import blocks, caldav, google, microsoft
+from clinicbridge.calendars import alerts, blocks, caldav, google, microsoft
 from clinicbridge.calendars.calls import Authorized
 from clinicbridge.calendars.errors import ReauthorizationRequired, SyncTokenExpired
 from clinicbridge.calendars.events import Changes, Window
@@ -209,6 +209,11 @@ def _succeeded(
         connection.status = "active" if connection.status in SYNCABLE else connection.status
         connection.last_sync_at, connection.last_success_at = started, started
         connection.last_error, connection.last_error_at = None, None
+        if connection.consecutive_failures >= alerts.FAILING_AFTER:
+            alerts.resolve(
+                session, tenant_id=connection.tenant_id, subject_id=connection.id, now=now,
+                rule=alerts.FAILING_RULE,
+            )  # fmt: skip
         connection.consecutive_failures, connection.last_changes = 0, written
         connection.blocks = blocks.count(session, connection.id)
         connection.updated_at = now
@@ -226,6 +231,21 @@ def _failed(
             connection.last_error, connection.last_error_at = exc.detail[:500], now
             connection.consecutive_failures += 1
             connection.status = "needs_reauth" if revoked else "error"
+            if not revoked and connection.consecutive_failures >= alerts.FAILING_AFTER:
+                alerts.open_alert(
+                    session,
+                    tenant_id=connection.tenant_id,
+                    subject_type=alerts.FAILING_SUBJECT,
+                    subject_id=connection.id,
+                    rule=alerts.FAILING_RULE,
+                    details={
+                        "provider_id": connection.provider_id,
+                        "integration_id": connection.integration_id,
+                        "consecutive_failures": connection.consecutive_failures,
+                        "last_error": connection.last_error,
+                    },
+                    now=now,
+                )
     if revoked:
         return SyncResult("needs_reauth")
     if exc.retryable:
