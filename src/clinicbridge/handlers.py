@@ -5,6 +5,7 @@ understood by all.
 """
 
 from clinicbridge.calendars import export as calendar_export
+from clinicbridge.calendars import freshcheck as calendar_freshcheck
 from clinicbridge.calendars import jobs as calendar_jobs
 from clinicbridge.calendars import sync as calendar_sync
 from clinicbridge.integrations import alerts
@@ -23,6 +24,7 @@ __all__ = [
     "booking_messages",
     "bookings",
     "calendar_export",
+    "calendar_freshcheck",
     "calendar_jobs",
     "calendar_sync",
     "delivery",

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Path, Query
+import anyio
+from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from clinicbridge.api.deps import DB, Paging, require
@@ -20,7 +22,7 @@ from clinicbridge.api.schemas import ListOut
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.patients.service import find_or_create_patient
-from clinicbridge.scheduling import bookings
+from clinicbridge.scheduling import bookings, prechecks
 from clinicbridge.scheduling.booking_schemas import (
     BookingCancel,
     BookingChangeOut,
@@ -67,7 +69,7 @@ def _one(session: Session, row: Booking) -> BookingOut:
 
 
 @router.post("/bookings", status_code=201, response_model=BookingOut)
-async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut:
+async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Writer) -> BookingOut:
     """Book a slot for a patient (``patient_id``, or ``patient`` details matched to an
     existing record or created). ``hold_minutes`` holds it instead, until confirmed."""
     if body.patient is not None and not ctx.has("patients:write"):
@@ -76,6 +78,13 @@ async def create_booking(body: BookingCreate, db: DB, ctx: Writer) -> BookingOut
             "creating patients needs the permission patients:write; send patient_id instead",
             "permission",
         )
+
+    await anyio.to_thread.run_sync(  # outside calendars looked at afresh, no transaction open
+        partial(
+            prechecks.run, db, request.app.state.settings, ctx.tenant_id, body.service_id,
+            body.provider_id, body.start,
+        )
+    )  # fmt: skip
 
     def book(session: Session) -> BookingOut:
         patient_id = body.patient_id
@@ -158,9 +167,15 @@ def booking_history(booking_id: BookingId, db: DB, ctx: Reader) -> ListOut[Booki
 
 @router.post(ONE + "/reschedule", response_model=BookingOut)
 def reschedule_booking(
-    booking_id: BookingId, body: BookingReschedule, db: DB, ctx: Writer
+    booking_id: BookingId, body: BookingReschedule, request: Request, db: DB, ctx: Writer
 ) -> BookingOut:
     """Move the booking; the old time is kept if the new one is taken (409)."""
+    with db.read() as session:
+        current = bookings.get_booking(session, ctx, booking_id)
+    prechecks.run(
+        db, request.app.state.settings, ctx.tenant_id, current.service_id,
+        body.provider_id or current.provider_id, body.start, booking_id=booking_id,
+    )  # fmt: skip
     with db.write() as session:
         row = bookings.reschedule_booking(
             session, ctx, booking_id, start=body.start, provider_id=body.provider_id

@@ -29,6 +29,9 @@ RULE = "calendar_reauth_required"
 # A connection whose sync kept failing (FAILING_AFTER rounds in a row, 30 minutes of
 # polling): its calendar no longer blocks slots; resolved by the next successful round.
 FAILING_RULE, FAILING_SUBJECT, FAILING_AFTER = "calendar_sync_failing", "calendar_connection", 6
+# A booking was written although the provider's calendar could not be checked (policy
+# "allow"); resolved by the connection's next successful sync (conflicts then show).
+UNVERIFIED_RULE = "calendar_unverified"
 
 
 def open_reauth(

@@ -68,12 +68,12 @@ def _body(root: str, props: list[tuple[str, str]], extra: list[ET.Element] | Non
 class CalDavClient:
     """One calendar server for one sync round (or one discovery)."""
 
-    def __init__(self, conn: ConnectorContext) -> None:
+    def __init__(self, conn: ConnectorContext, **client: Any) -> None:
         self.integration = conn.integration_id
         self.base = conn.secret("url")
         pair = f"{conn.secret('username')}:{conn.secret('password')}".encode()
         self._auth = "Basic " + base64.b64encode(pair).decode()
-        self._client: OutboundClient = conn.client()
+        self._client: OutboundClient = conn.client(**client)  # timeouts, retry policy
 
     def close(self) -> None:
         self._client.close()
@@ -257,6 +257,33 @@ class CalDavClient:
                 changes.replaced_groups.append(key(href))
                 if data:
                     changes.instances.extend(instances(href, data, window, self_emails))
+
+    def window_events(
+        self, calendar: str, window: Window, self_emails: frozenset[str]
+    ) -> list[Any]:
+        """A fresh look at [window.start, window.end): ``calendar-query`` with a
+        ``time-range`` filter (RFC 4791 7.8), expanded like any resource."""
+        query = ET.Element(_q(CAL, "calendar-query"))
+        prop = ET.SubElement(query, _q(DAV, "prop"))
+        ET.SubElement(prop, _q(DAV, "getetag"))
+        ET.SubElement(prop, _q(CAL, "calendar-data"))
+        vcal = ET.SubElement(ET.SubElement(query, _q(CAL, "filter")), _q(CAL, "comp-filter"))
+        vcal.set("name", "VCALENDAR")
+        vevent = ET.SubElement(vcal, _q(CAL, "comp-filter"))
+        vevent.set("name", "VEVENT")
+        span = ET.SubElement(vevent, _q(CAL, "time-range"))
+        span.set("start", window.start.strftime("%Y%m%dT%H%M%SZ"))
+        span.set("end", window.end.strftime("%Y%m%dT%H%M%SZ"))
+        body = b'<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(query)
+        response = self._dav("REPORT", calendar, body, "1", "caldav.check")
+        root = self._multistatus(response, "caldav.check")
+        found: list[Any] = []
+        for item in root.findall("d:response", NS):
+            href = urljoin(calendar, item.findtext("d:href", default="", namespaces=NS) or "")
+            data = item.findtext("d:propstat/d:prop/c:calendar-data", default="", namespaces=NS)
+            if data:
+                found.extend(instances(href, data, window, self_emails))
+        return found
 
 
 class _Unsupported(Exception):

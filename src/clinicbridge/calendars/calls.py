@@ -19,9 +19,11 @@ from clinicbridge.integrations.connector import ConnectorContext
 
 
 class Authorized:
-    def __init__(self, conn: ConnectorContext, tokens: TokenSource, account_id: str) -> None:
+    def __init__(
+        self, conn: ConnectorContext, tokens: TokenSource, account_id: str, **client: Any
+    ) -> None:
         self.integration = conn.integration_id
-        self._client: OutboundClient = conn.client()
+        self._client: OutboundClient = conn.client(**client)  # timeouts, retry policy
         self._tokens, self._account_id = tokens, account_id
         self._token: AccessToken | None = None
 

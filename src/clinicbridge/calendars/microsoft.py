@@ -173,3 +173,29 @@ def event_body(summary: str, description: str, location: str | None, start: date
     if location:
         body["location"] = {"displayName": location}
     return body
+
+
+def window_events(calls: Authorized, calendar: str, window: Window) -> list[Instance]:
+    """A fresh look at [window.start, window.end) through calendarView (occurrences
+    expanded, times in UTC)."""
+    path = (
+        "/v1.0/me/calendarView"
+        if calendar in ("", "primary")
+        else (f"/v1.0/me/calendars/{quote(calendar, safe='')}/calendarView")
+    )
+    params: dict[str, str | int] = {
+        "startDateTime": window.start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "endDateTime": window.end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "$top": 100,
+    }
+    response = calls.request(
+        "GET", path, operation="calendar.view.check", params=params,
+        headers={"Prefer": 'outlook.timezone="UTC"'},
+    )  # fmt: skip
+    if response.status_code != 200:
+        raise refused(calls.integration, "calendar.view.check", response)
+    changes = Changes(full=True)
+    for item in json_of(response).get("value") or []:
+        if isinstance(item, dict) and isinstance(item.get("id"), str):
+            _add(changes, item)
+    return changes.instances

@@ -209,6 +209,10 @@ def _succeeded(
         connection.status = "active" if connection.status in SYNCABLE else connection.status
         connection.last_sync_at, connection.last_success_at = started, started
         connection.last_error, connection.last_error_at = None, None
+        alerts.resolve(
+            session, tenant_id=connection.tenant_id, subject_id=connection.id, now=now,
+            rule=alerts.UNVERIFIED_RULE,
+        )  # fmt: skip
         if connection.consecutive_failures >= alerts.FAILING_AFTER:
             alerts.resolve(
                 session, tenant_id=connection.tenant_id, subject_id=connection.id, now=now,

@@ -138,10 +138,32 @@ class FakeGraph:
         sub = re.match(r"^/v1\.0/subscriptions/(?P<id>[^/]+)$", path)
         if sub and request.method in ("PATCH", "DELETE"):
             return self._change_subscription(sub.group("id"), request)
+        view = re.match(r"^/v1\.0/me(?:/calendars/(?P<id>[^/]+))?/calendarView$", path)
+        if view and request.method == "GET":
+            return self._view(unquote(view.group("id") or DEFAULT), request.url.params)
         delta = _DELTA.match(path)
         if delta and request.method == "GET":
             return self._delta(unquote(delta.group("id") or DEFAULT), request)
         return _error(400, "BadRequest", "Unsupported request")
+
+    def _view(self, calendar: str, params: httpx.QueryParams) -> httpx.Response:
+        """``calendarView``: the events overlapping [startDateTime, endDateTime)."""
+        lo, hi = params.get("startDateTime"), params.get("endDateTime")
+        if not lo or not hi:
+            return _error(
+                400, "ErrorInvalidParameter", "startDateTime and endDateTime are required"
+            )
+        window = (
+            datetime.fromisoformat(lo.replace("Z", "+00:00")),
+            datetime.fromisoformat(hi.replace("Z", "+00:00")),
+        )
+        with self._lock:
+            if calendar not in self.calendars:
+                return _error(
+                    404, "ErrorItemNotFound", "The specified object was not found in the store."
+                )
+            found = self._select(calendar, -1, self.seq, window)
+        return httpx.Response(200, json={"value": found[: int(params.get("$top", "10"))]})
 
     # -- events: create / update / delete -------------------------------------------------
 

@@ -18,9 +18,9 @@ from clinicbridge.integrations.connector import (
     ConnectorContext,
     Cred,
     Credentials,
-    Settings,
     TestResult,
 )
+from clinicbridge.integrations.connectors.oauth_calendar import BusyCheckSettings
 
 PRINCIPAL_PROPFIND = (
     '<?xml version="1.0" encoding="utf-8"?>'
@@ -44,7 +44,7 @@ class CalDav(Connector):
     display_name = "CalDAV calendar server"
     category = "calendar"
     credentials_schema = CalDavCredentials
-    settings_schema = Settings
+    settings_schema = BusyCheckSettings
 
     def test_connection(self, ctx: ConnectorContext) -> TestResult:
         try:

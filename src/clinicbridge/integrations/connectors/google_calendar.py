@@ -7,7 +7,10 @@ from typing import Any, ClassVar
 from pydantic import HttpUrl
 
 from clinicbridge.integrations.connector import Cred, Credentials, HttpSettings
-from clinicbridge.integrations.connectors.oauth_calendar import OAuthCalendarConnector
+from clinicbridge.integrations.connectors.oauth_calendar import (
+    BusyCheckSettings,
+    OAuthCalendarConnector,
+)
 from clinicbridge.webhooks.verifiers import google_calendar
 
 
@@ -18,7 +21,7 @@ class GoogleCalendarCredentials(Credentials):
     webhook_secret: Cred | None = None
 
 
-class GoogleCalendarSettings(HttpSettings):
+class GoogleCalendarSettings(HttpSettings, BusyCheckSettings):
     api_base: HttpUrl = HttpUrl("https://www.googleapis.com")
     authorize_url: HttpUrl = HttpUrl("https://accounts.google.com/o/oauth2/v2/auth")
     token_url: HttpUrl = HttpUrl("https://oauth2.googleapis.com/token")

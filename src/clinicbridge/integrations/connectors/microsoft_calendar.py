@@ -7,7 +7,10 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field, HttpUrl
 
 from clinicbridge.integrations.connector import Cred, Credentials, HttpSettings
-from clinicbridge.integrations.connectors.oauth_calendar import OAuthCalendarConnector
+from clinicbridge.integrations.connectors.oauth_calendar import (
+    BusyCheckSettings,
+    OAuthCalendarConnector,
+)
 from clinicbridge.webhooks.verifiers import microsoft_graph
 
 
@@ -18,7 +21,7 @@ class MicrosoftCalendarCredentials(Credentials):
     webhook_secret: Cred | None = None
 
 
-class MicrosoftCalendarSettings(HttpSettings):
+class MicrosoftCalendarSettings(HttpSettings, BusyCheckSettings):
     api_base: HttpUrl = HttpUrl("https://graph.microsoft.com")
     login_base: HttpUrl = HttpUrl("https://login.microsoftonline.com")
     # "common" (work and personal accounts), "organizations", or the clinic's tenant id.

@@ -7,14 +7,25 @@ connector only says where the endpoints are and which scopes are the least it ne
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from clinicbridge.core.errors import ExternalServiceError
-from clinicbridge.integrations.connector import Connector, ConnectorContext, TestResult
+from clinicbridge.integrations.connector import Connector, ConnectorContext, Settings, TestResult
 
 # Sent as the code of the connection test: never valid, so a well-configured app gets
 # ``invalid_grant`` and a wrong client id or secret gets ``invalid_client``.
 TEST_CODE = "clinicbridge-connection-test"
+
+
+class BusyCheckSettings(Settings):
+    """The clinic's policy for the fresh look at a provider's calendar before a booking
+    is written: how long to wait, and what to do when the calendar cannot be reached
+    (``allow`` and open a ``calendar_unverified`` alert, or ``block`` with a 503)."""
+
+    busy_check_timeout_seconds: Annotated[float, Field(ge=0.5, le=10)] = 3.0
+    when_unreachable: Literal["allow", "block"] = "allow"
 
 
 class OAuthCalendarConnector(Connector):
