@@ -79,12 +79,15 @@ async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Wri
             "permission",
         )
 
-    await anyio.to_thread.run_sync(  # outside calendars looked at afresh, no transaction open
-        partial(
-            prechecks.run, db, request.app.state.settings, ctx.tenant_id, body.service_id,
-            body.provider_id, body.start,
-        )
-    )  # fmt: skip
+    tenant_id, provider_id = ctx.tenant_id, body.provider_id
+    if await db.run_read(lambda s: prechecks.needed(s, tenant_id, provider_id)):
+        # outside calendars looked at afresh, in a thread, no transaction open
+        await anyio.to_thread.run_sync(
+            partial(
+                prechecks.run, db, request.app.state.settings, tenant_id, body.service_id,
+                provider_id, body.start,
+            )
+        )  # fmt: skip
 
     def book(session: Session) -> BookingOut:
         patient_id = body.patient_id

@@ -22,6 +22,7 @@ import logging
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from clinicbridge.calendars import alerts, caldav, google, microsoft
 from clinicbridge.calendars.calls import Authorized
@@ -66,7 +67,22 @@ def _busy(found: list[Instance], window: Window) -> bool:
     return any(instance.span(window) is not None for instance in found)
 
 
-@prechecks.register
+def applies(session: Session, tenant_id: str, provider_id: str) -> bool:
+    return (
+        session.scalar(
+            sa.select(CalendarConnection.id)
+            .where(
+                CalendarConnection.tenant_id == tenant_id,
+                CalendarConnection.provider_id == provider_id,
+                CalendarConnection.import_busy.is_(True),
+                CalendarConnection.status.in_(SYNCABLE),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def check(proposed: prechecks.Proposed) -> None:
     db = proposed.db
     with db.read() as session:
@@ -140,3 +156,6 @@ def _unreachable(
             },
             now=datetime.now(UTC),
         )
+
+
+prechecks.register(check, applies)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy.orm import Session
+
 from clinicbridge.db.engine import Database
 from clinicbridge.scheduling.models import Service
 from clinicbridge.settings import Settings
@@ -35,13 +37,28 @@ class Proposed:
 
 
 Check = Callable[[Proposed], None]
+# Whether a check has anything to look at for (tenant, provider): one cheap query, so
+# the common case (no outside system) costs no thread hop and no outside call.
+Applies = Callable[[Session, str, str], bool]
 _checks: list[Check] = []
+_applies: list[Applies] = []
 
 
-def register(check: Check) -> Check:
+def register(check: Check, applies: Applies | None = None) -> Check:
     if check not in _checks:
         _checks.append(check)
+        if applies is not None:
+            _applies.append(applies)
     return check
+
+
+def needed(session: Session, tenant_id: str, provider_id: str | None) -> bool:
+    """False when no registered check has anything to look at (then ``run`` may be skipped)."""
+    if not _checks or not provider_id or provider_id == "any":
+        return False
+    if len(_applies) < len(_checks):
+        return True  # a check without its own test: always run
+    return any(applies(session, tenant_id, provider_id) for applies in _applies)
 
 
 def run(
@@ -55,9 +72,10 @@ def run(
     booking_id: str | None = None,
 ) -> None:
     """Run every registered check (blocking; call it from a thread, not the event loop)."""
-    if not _checks or not provider_id or provider_id == "any":
-        return
     with db.read() as session:
+        if not needed(session, tenant_id, provider_id):
+            return
+        assert provider_id is not None
         service = session.get(Service, service_id)
         if service is None or service.tenant_id != tenant_id:
             return  # the booking itself answers the unknown service
