@@ -4,8 +4,9 @@ A connection's blocks have ``source`` = the connection id, ``external_id`` = the
 instance key (unique per provider and source, so a repeated or replayed round never
 duplicates) and ``external_group`` = its series or resource. ``plan`` compares what the
 round learnt with the blocks stored and yields inserts, updates and deletes; ``write``
-applies them in batches, each in its own short transaction (the schedule-version
-triggers fire per row, so the slot cache follows every batch).
+applies them in batches of at most 500 rows, each in its own short transaction (the
+schedule-version triggers fire per row, so the slot cache follows every batch); a round
+that small is a single transaction.
 
 No outside event text is stored: a block's reason says only which calendar it came from.
 """
@@ -122,12 +123,22 @@ def write(
         *(("update", c) for c in _chunks(result.updates)),
         *(("insert", c) for c in _chunks(result.inserts)),
     ]
-    for what, chunk in steps:
+    # Consecutive steps share a transaction up to BATCH rows: a small round (the usual
+    # incremental one) is one transaction, so a replaced recurring series never shows
+    # its slots free between the deletes and the inserts.
+    transactions: list[list[tuple[str, list[Any]]]] = []
+    for step in steps:
+        if transactions and sum(len(c) for _, c in transactions[-1]) + len(step[1]) <= BATCH:
+            transactions[-1].append(step)
+        else:
+            transactions.append([step])
+    for group in transactions:
         with db.write() as session:
             if session.get(CalendarConnection, connection.id) is None:
                 return done
-            _apply(session, connection, what, chunk, now, reason)
-        done += len(chunk)
+            for what, chunk in group:
+                _apply(session, connection, what, chunk, now, reason)
+        done += sum(len(chunk) for _, chunk in group)
     return done
 
 
