@@ -6,10 +6,13 @@ Create Date: 2026-12-03 11:00:00
 
 Imported busy time stays in ``busy_blocks`` (the schedule-version triggers of 0005 keep
 the slot cache exact). On SQLite the new columns need a batch "move and copy" of the table,
-which drops its triggers: they are created again right after.
+which drops its triggers: they are created again right after. PostgreSQL alters the table
+in place (a copy would drop its trigger there too).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import sqlalchemy as sa
 from alembic import op
@@ -191,7 +194,7 @@ def upgrade() -> None:
         op.f("ix_calendar_exports_booking_id"), "calendar_exports", ["booking_id"], unique=False
     )
 
-    with op.batch_alter_table("busy_blocks", recreate="always") as batch_op:
+    with op.batch_alter_table("busy_blocks", recreate=_recreate()) as batch_op:
         batch_op.add_column(sa.Column("connection_id", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("external_group", sa.String(length=255), nullable=True))
         batch_op.create_foreign_key(
@@ -201,6 +204,12 @@ def upgrade() -> None:
             "ix_busy_blocks_connection_group", ["connection_id", "external_group"], unique=False
         )
     _restore_sqlite_triggers()
+
+
+def _recreate() -> Literal["always", "never"]:
+    """SQLite needs the table copied to add a foreign key; PostgreSQL alters it in place
+    (copying it there would drop the schedule-version trigger of 0005)."""
+    return "always" if op.get_bind().dialect.name == "sqlite" else "never"
 
 
 def _restore_sqlite_triggers() -> None:
@@ -218,7 +227,7 @@ def _restore_sqlite_triggers() -> None:
 
 def downgrade() -> None:
     op.execute("DELETE FROM busy_blocks WHERE connection_id IS NOT NULL")
-    with op.batch_alter_table("busy_blocks", recreate="always") as batch_op:
+    with op.batch_alter_table("busy_blocks", recreate=_recreate()) as batch_op:
         batch_op.drop_index("ix_busy_blocks_connection_group")
         batch_op.drop_constraint(FK_NAME, type_="foreignkey")
         batch_op.drop_column("external_group")
