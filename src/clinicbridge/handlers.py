@@ -17,6 +17,7 @@ from clinicbridge.messaging import (
     twilio_events,
 )
 from clinicbridge.scheduling import bookings
+from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "reminders",
     "sending",
     "twilio_events",
+    "video_meetings",
 ]

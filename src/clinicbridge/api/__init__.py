@@ -20,6 +20,7 @@ from clinicbridge.api import (
     scheduling,
     tenant,
     users,
+    video_meetings,
     voice,
     webhook_endpoints,
     webhook_events,
@@ -47,6 +48,7 @@ def api_v1_router() -> APIRouter:
         calendars,
         messages,
         voice,
+        video_meetings,
     ):
         router.include_router(module.router)
     return router

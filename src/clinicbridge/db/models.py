@@ -11,6 +11,7 @@ from clinicbridge.messaging import reminder_models
 from clinicbridge.patients import models as patient_models
 from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.vault import models as vault_models
+from clinicbridge.video import models as video_models
 from clinicbridge.voice import models as voice_models
 from clinicbridge.webhooks import models as webhook_models
 
@@ -26,6 +27,7 @@ __all__ = [
     "reminder_models",
     "scheduling_models",
     "vault_models",
+    "video_models",
     "voice_models",
     "webhook_models",
 ]

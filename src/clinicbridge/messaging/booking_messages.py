@@ -23,6 +23,9 @@ from clinicbridge.scheduling import events, ical
 from clinicbridge.scheduling.links import booking_links
 from clinicbridge.scheduling.models import Booking, BookingChange, Location, Provider, Service
 from clinicbridge.settings import Settings
+from clinicbridge.vault.service import Vault
+from clinicbridge.vault.shared import shared_vault
+from clinicbridge.video.meetings import links as video_links
 
 LISTENER_KIND = "messaging.booking_changed"
 CHANNEL = "email"
@@ -52,8 +55,10 @@ def message_variables(
     patient: Patient,
     *,
     previous_start: datetime | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
-    """The ``booking.*`` template variables of a booking, with its signed links."""
+    """The ``booking.*`` template variables of a booking, with its signed links (and,
+    given the vault, the patient's video link once the visit's meeting is ready)."""
     service = session.get(Service, booking.service_id)
     provider = session.get(Provider, booking.provider_id)
     location = session.get(Location, booking.location_id) if booking.location_id else None
@@ -76,7 +81,13 @@ def message_variables(
         confirm_url=links["confirm_url"],
         cancel_url=links["cancel_url"],
         previous_start=previous_start,
+        video_url=_video_url(session, vault, booking.id),
     )
+
+
+def _video_url(session: Session, vault: Vault | None, booking_id: str) -> str | None:
+    found = video_links(session, vault, booking_id) if vault is not None else None
+    return found["join_url"] if found else None
 
 
 @registry.handler(LISTENER_KIND, max_attempts=5)
@@ -115,11 +126,18 @@ def on_booking_changed(job: JobContext) -> None:
                 tenant,
                 patient,
                 previous_start=_previous_start(session, str(job.payload["change_id"])),
+                vault=_vault(job),
             ),
             booking_id=booking.id,
             dedupe_key=f"booking:{job.payload['change_id']}:{CHANNEL}",
             attachments=[attachment],
         )
+
+
+def _vault(job: JobContext) -> Vault | None:
+    if job.settings is None:
+        return None
+    return shared_vault(job.db, job.settings.master_key_file)
 
 
 events.subscribe(LISTENER_KIND)

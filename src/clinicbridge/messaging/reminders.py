@@ -56,6 +56,7 @@ from clinicbridge.messaging.service import integration_for, opted_out, queue_mes
 from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling import events
 from clinicbridge.scheduling.models import Booking
+from clinicbridge.vault.shared import shared_vault
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +456,14 @@ def send_reminder(job: JobContext) -> None:
             problem = unavailable(session, tenant.id, patient.id, channel)
             if problem is None:
                 if variables is None:
-                    variables = message_variables(session, job.settings, booking, tenant, patient)
+                    vault = (
+                        shared_vault(job.db, job.settings.master_key_file)
+                        if job.settings is not None
+                        else None
+                    )
+                    variables = message_variables(
+                        session, job.settings, booking, tenant, patient, vault=vault
+                    )
                 try:
                     message = queue_message(
                         session,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from clinicbridge.integrations.connector import Connector
 from clinicbridge.integrations.connectors.caldav import CalDav
+from clinicbridge.integrations.connectors.daily import Daily
 from clinicbridge.integrations.connectors.docusign import DocuSign
 from clinicbridge.integrations.connectors.generic import GenericHmac, StandardWebhooks
 from clinicbridge.integrations.connectors.google_calendar import GoogleCalendar
@@ -32,4 +33,5 @@ ALL: tuple[type[Connector], ...] = (
     GoogleCalendar,
     MicrosoftCalendar,
     CalDav,
+    Daily,
 )

@@ -1,4 +1,5 @@
-"""calendar sync: OAuth accounts, authorization requests, calendar connections, imported blocks
+"""calendar sync and video visits: OAuth accounts, authorization requests, calendar
+connections, exports, imported blocks, video meetings
 
 Revision ID: 0011
 Revises: 0008
@@ -194,6 +195,32 @@ def upgrade() -> None:
         op.f("ix_calendar_exports_booking_id"), "calendar_exports", ["booking_id"], unique=False
     )
 
+    op.create_table(
+        "video_meetings",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("tenant_id", sa.String(length=32), nullable=False),
+        sa.Column("booking_id", sa.String(length=32), nullable=False),
+        sa.Column("integration_id", sa.String(length=32), nullable=False),
+        sa.Column("connector", sa.String(length=64), nullable=False),
+        sa.Column("external_id", sa.String(length=255), nullable=False),
+        sa.Column("links", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        _ts("starts_at"),
+        _ts("ends_at"),
+        _ts("created_at"),
+        _ts("updated_at"),
+        _fk("video_meetings", "booking_id", "bookings"),
+        _fk("video_meetings", "integration_id", "integrations"),
+        _fk("video_meetings", "tenant_id", "tenants"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_video_meetings")),
+        sa.UniqueConstraint("booking_id", name=op.f("uq_video_meetings_booking_id")),
+    )
+    op.create_index(
+        op.f("ix_video_meetings_tenant_id"), "video_meetings", ["tenant_id"], unique=False
+    )
+
     with op.batch_alter_table("busy_blocks", recreate=_recreate()) as batch_op:
         batch_op.add_column(sa.Column("connection_id", sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column("external_group", sa.String(length=255), nullable=True))
@@ -233,6 +260,7 @@ def downgrade() -> None:
         batch_op.drop_column("external_group")
         batch_op.drop_column("connection_id")
     _restore_sqlite_triggers()
+    op.drop_table("video_meetings")
     op.drop_table("calendar_exports")
     op.drop_table("calendar_connections")
     op.drop_table("calendar_oauth_requests")
