@@ -234,3 +234,63 @@ def test_a_refused_create_is_shown_as_failed(
         and "HTTP 401" in shown["last_error"]
         and shown["join_url"] is None
     )
+
+
+def test_google_meet_on_the_exported_event_without_daily_or_zoom(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings
+) -> None:
+    from clinicbridge.calendars import google, runtime
+    from clinicbridge.calendars.export import EXPORT_KIND
+    from clinicbridge.calendars.sync import SYNC_KIND
+    from clinicbridge.testing import google_calendar as g
+    from clinicbridge.testing.oauth_server import OAuthServer
+    from tests.integration.calendar_helpers import (
+        GOOGLE_CLIENT,
+        authorize,
+        connect,
+        google_integration,
+    )
+
+    fake = g.FakeGoogleCalendar(OAuthServer(*GOOGLE_CLIENT))
+    runtime.configure(transport=HostRouter({g.API_HOST: fake, g.TOKEN_HOST: fake}))
+    try:
+        setup = practice(client, clinic)
+        service = _video_service(client, clinic, setup)
+        integration = google_integration(client, clinic)
+        authorize(client, clinic, setup.provider, integration, fake.oauth)
+        fake.calendars["primary"] = {}
+        connection = connect(client, clinic, setup.provider, integration, "primary")
+        run_jobs(db, settings, SYNC_KIND)
+        booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+        run_jobs(db, settings, EXPORT_KIND)
+        assert run_jobs(db, settings, meetings.KIND) == 1  # no Daily or Zoom: nothing there
+        event = fake.calendars["primary"][google.event_id_for(booking["id"], connection["id"])]
+        link = event["conferenceData"]["entryPoints"][0]["uri"]
+        shown = _video(client, clinic, booking["id"])
+        assert (
+            shown["connector"] == "google_meet" and shown["join_url"] == link == shown["host_url"]
+        )
+        later = _slot(client, clinic, setup, offset_hours=18)
+        ok(
+            client.post(
+                f"{API}/bookings/{booking['id']}/reschedule",
+                json={"start": later},
+                headers=clinic.headers,
+            )
+        )
+        run_jobs(db, settings, EXPORT_KIND)
+        moved = fake.calendars["primary"][google.event_id_for(booking["id"], connection["id"])]
+        assert moved["conferenceData"]["entryPoints"][0]["uri"] == link  # the update kept the Meet
+        ok(
+            client.post(
+                f"{API}/bookings/{booking['id']}/cancel",
+                json={"reason": "x"},
+                headers=clinic.headers,
+            )
+        )
+        run_jobs(db, settings, EXPORT_KIND)
+        assert _video(client, clinic, booking["id"])["status"] == "deleted"
+        vault = shared_vault(db, settings.master_key_file)
+        assert meetings.follow_booking(db, vault, booking["id"], datetime.now(UTC)) == "elsewhere"
+    finally:
+        runtime.configure()

@@ -48,6 +48,8 @@ from clinicbridge.scheduling.ical import event_uid
 from clinicbridge.scheduling.models import Booking, Location, Service
 from clinicbridge.vault.service import Vault
 from clinicbridge.vault.shared import shared_vault
+from clinicbridge.video.meetings import record_meeting, video_integration
+from clinicbridge.video.providers import Meeting
 
 log = logging.getLogger("clinicbridge.calendars")
 EXPORT_KIND = "calendars.export"
@@ -63,6 +65,7 @@ class Content:
     end: datetime
     version: int
     patient_named: bool
+    meet: bool = False  # a video visit without Daily or Zoom: Google Meet on the event
 
 
 def _content(db: Database, booking: Booking) -> Content:
@@ -76,6 +79,11 @@ def _content(db: Database, booking: Booking) -> Content:
             patient = session.get(Patient, booking.patient_id)
             if patient is not None:
                 summary = f"{summary}: {patient.first_name} {patient.last_name}".strip()
+        meet = (
+            service is not None
+            and service.modality == "video"
+            and video_integration(session, booking.tenant_id) is None
+        )
     return Content(
         summary,
         location.name if location is not None else None,
@@ -83,6 +91,7 @@ def _content(db: Database, booking: Booking) -> Content:
         booking.ends_at,
         booking.version,
         named,
+        meet,
     )
 
 
@@ -180,26 +189,45 @@ def _write(
     else:
         assert connection.account_id is not None
         with Authorized(conn, TokenSource(db, vault), connection.account_id) as calls:
-            external = _oauth_write(calls, connection, booking, content, external, show)
+            external = _oauth_write(
+                db, vault, calls, connection, booking, content, external, show, now
+            )
     _remember(db, connection, booking, external or "", show, now, content.patient_named)
 
 
 def _oauth_write(
+    db: Database,
+    vault: Vault,
     calls: Authorized,
     connection: CalendarConnection,
     booking: Booking,
     content: Content,
     external: str | None,
     show: bool,
+    now: datetime,
 ) -> str | None:
     args = (content.summary, DESCRIPTION, content.location, content.start, content.end, booking.id)
     if connection.connector == "google_calendar":
         event_id = external or google.event_id_for(booking.id, connection.id)
         if show:
-            return google.write_event(
-                calls, connection.calendar, event_id, google.event_body(*args)
-            )
+            body = google.event_body(*args)
+            if content.meet:
+                body["conferenceData"] = {
+                    "createRequest": {
+                        "requestId": f"{booking.id}-{connection.id}",
+                        "conferenceSolutionKey": {"type": "hangoutsMeet"},
+                    }
+                }
+            event_id, link = google.write_event(calls, connection.calendar, event_id, body)
+            if link is not None:
+                made = Meeting(event_id, link, link)  # Meet has one link for everyone
+                record_meeting(
+                    db, vault, booking, connection.integration_id, "google_meet", made, now
+                )
+            return event_id
         google.delete_event(calls, connection.calendar, event_id)
+        if content.meet:
+            record_meeting(db, vault, booking, connection.integration_id, "google_meet", None, now)
         return event_id
     body = microsoft.event_body(*args)
     if not show:

@@ -116,19 +116,37 @@ def event_id_for(booking_id: str, connection_id: str) -> str:
     return "cb" + hashlib.sha256(f"{connection_id}:{booking_id}".encode()).hexdigest()[:40]
 
 
-def write_event(calls: Authorized, calendar: str, event_id: str, body: dict[str, Any]) -> str:
-    """Insert, or update when it exists already; returns the event id."""
+def write_event(
+    calls: Authorized, calendar: str, event_id: str, body: dict[str, Any]
+) -> tuple[str, str | None]:
+    """Insert, or update when it exists already; returns the event id and, when the body
+    asked for a Google Meet (``conferenceData.createRequest``), the Meet link once
+    Google has made it. Only an insert sends ``conferenceDataVersion=1``: with it an
+    update without ``conferenceData`` would remove the conference."""
     path = events_path(calendar)
+    meet = "conferenceData" in body
+    params: dict[str, str | int] = {"conferenceDataVersion": 1} if meet else {}
     response = calls.request(
-        "POST", path, operation="calendar.events.insert", json={**body, "id": event_id}
-    )
+        "POST", path, operation="calendar.events.insert", json={**body, "id": event_id},
+        params=params,
+    )  # fmt: skip
     if response.status_code == 409:  # ours from an earlier attempt: update it
+        plain = {k: v for k, v in body.items() if k != "conferenceData"}
         response = calls.request(
-            "PUT", f"{path}/{event_id}", operation="calendar.events.update", json=body
+            "PUT", f"{path}/{event_id}", operation="calendar.events.update", json=plain
         )
     if response.status_code not in (200, 201):
         raise refused(calls.integration, "calendar.events.insert", response)
-    return event_id
+    return event_id, meet_link(json_of(response))
+
+
+def meet_link(event: dict[str, Any]) -> str | None:
+    """The video entry point of an event's conference (a Meet link), if ready."""
+    for point in (event.get("conferenceData") or {}).get("entryPoints") or []:
+        if isinstance(point, dict) and point.get("entryPointType") == "video":
+            uri = point.get("uri")
+            return uri if isinstance(uri, str) and uri.startswith("https://") else None
+    return None
 
 
 def delete_event(calls: Authorized, calendar: str, event_id: str) -> None:

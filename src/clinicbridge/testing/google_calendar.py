@@ -126,7 +126,7 @@ class FakeGoogleCalendar:
             return self._list(calendar, request.url.params)
         if path.startswith(EVENTS_PREFIX) and path.endswith("/events") and request.method == "POST":
             calendar = unquote(path[len(EVENTS_PREFIX) : -len("/events")])
-            return self._insert(calendar, json.loads(request.content))
+            return self._insert(calendar, json.loads(request.content), request.url.params)
         if (
             path.startswith(EVENTS_PREFIX)
             and "/events/" in path
@@ -198,7 +198,9 @@ class FakeGoogleCalendar:
 
     # -- events.insert / update / delete ---------------------------------------------------
 
-    def _insert(self, calendar: str, body: dict[str, Any]) -> httpx.Response:
+    def _insert(
+        self, calendar: str, body: dict[str, Any], params: httpx.QueryParams
+    ) -> httpx.Response:
         """``events.insert``: a client-chosen ``id`` (base32hex, 5-1024) that exists is 409."""
         with self._lock:
             if calendar not in self.calendars:
@@ -210,6 +212,29 @@ class FakeGoogleCalendar:
                 existing = self.calendars[calendar].get(event_id)
                 if existing is not None and existing.get("status") != "cancelled":
                     return _error(409, "duplicate", "The requested identifier already exists.")
+            request = (body.get("conferenceData") or {}).get("createRequest")
+            if request and params.get("conferenceDataVersion") == "1":
+                letters = "abcdefghijklmnopqrstuvwxyz"
+                code = "-".join(
+                    "".join(secrets.choice(letters) for _ in range(n)) for n in (3, 4, 3)
+                )
+                entry = {
+                    "entryPointType": "video",
+                    "uri": f"https://meet.google.com/{code}",
+                    "label": f"meet.google.com/{code}",
+                }
+                solution = {"key": {"type": "hangoutsMeet"}, "name": "Google Meet"}
+                body = {
+                    **body,
+                    "conferenceData": {
+                        "createRequest": {**request, "status": {"statusCode": "success"}},
+                        "entryPoints": [entry],
+                        "conferenceSolution": solution,
+                        "conferenceId": code,
+                    },
+                }
+            else:
+                body = {k: v for k, v in body.items() if k != "conferenceData"}
             new_id = self.put(calendar, body)
             return httpx.Response(200, json=self.calendars[calendar][new_id])
 
@@ -223,7 +248,12 @@ class FakeGoogleCalendar:
             if request.method == "DELETE":
                 self.delete(calendar, event_id)
                 return httpx.Response(204)
-            self.put(calendar, {**json.loads(request.content), "id": event_id})
+            update = {**json.loads(request.content), "id": event_id}
+            if request.url.params.get("conferenceDataVersion") != "1":
+                update.pop("conferenceData", None)  # ignored: the conference stays
+                if "conferenceData" in event:
+                    update["conferenceData"] = event["conferenceData"]
+            self.put(calendar, update)
             return httpx.Response(200, json=self.calendars[calendar][event_id])
 
     # -- push (watch channels) --------------------------------------------------------------

@@ -90,6 +90,8 @@ def follow_booking(db: Database, vault: Vault, booking_id: str, now: datetime) -
         meeting = session.scalar(
             sa.select(VideoMeeting).where(VideoMeeting.booking_id == booking_id)
         )
+        if meeting is not None and meeting.connector not in CONNECTORS:
+            return "elsewhere"  # a Google Meet: it lives on the exported calendar event
         integration = (
             session.get(Integration, meeting.integration_id)
             if meeting is not None
@@ -105,7 +107,9 @@ def follow_booking(db: Database, vault: Vault, booking_id: str, now: datetime) -
         (providers.daily_delete if integration.connector == "daily" else providers.zoom_delete)(
             conn, meeting.external_id
         )
-        _save(db, vault, booking, integration, None, now, status="deleted")
+        _save(
+            db, vault, booking, integration.id, integration.connector, None, now, status="deleted"
+        )
         return "deleted"
     if booking.status not in STANDING:
         return "nothing"
@@ -123,17 +127,36 @@ def follow_booking(db: Database, vault: Vault, booking_id: str, now: datetime) -
     except ExternalServiceError as exc:
         if exc.retryable:
             raise  # the job retries; the booking stands meanwhile
-        _save(db, vault, booking, integration, None, now, status="failed", error=exc.detail)
+        _save(
+            db, vault, booking, integration.id, integration.connector, None, now,
+            status="failed", error=exc.detail,
+        )  # fmt: skip
         return "failed"
-    _save(db, vault, booking, integration, made, now, status="ready")
+    _save(db, vault, booking, integration.id, integration.connector, made, now, status="ready")
     return "moved" if meeting is not None else "created"
+
+
+def record_meeting(
+    db: Database,
+    vault: Vault,
+    booking: Booking,
+    integration_id: str,
+    connector: str,
+    made: providers.Meeting | None,
+    now: datetime,
+) -> None:
+    """For meetings made elsewhere (a Google Meet on the exported calendar event):
+    ``made`` None means the meeting went with its event."""
+    _save(db, vault, booking, integration_id, connector, made, now,
+          status="ready" if made is not None else "deleted")  # fmt: skip
 
 
 def _save(
     db: Database,
     vault: Vault,
     booking: Booking,
-    integration: Integration,
+    integration_id: str,
+    connector: str,
     made: providers.Meeting | None,
     now: datetime,
     *,
@@ -162,8 +185,8 @@ def _save(
                 id=meeting_id,
                 tenant_id=booking.tenant_id,
                 booking_id=booking.id,
-                integration_id=integration.id,
-                connector=integration.connector,
+                integration_id=integration_id,
+                connector=connector,
                 external_id=made.external_id if made is not None else "",
                 links=sealed or {},
                 status=status,
