@@ -284,3 +284,21 @@ def test_caldav_export_is_not_imported_back(
     run_jobs(db, settings, EXPORT_KIND)
     with radicale.client() as dav:
         assert dav.get(f"{calendar}{booking['id']}.ics").status_code == 404
+
+
+def test_bookings_without_calendars_or_video_queue_no_job(
+    client: TestClient, clinic: Clinic, db: Database
+) -> None:
+    from clinicbridge.jobs.models import Job
+    from clinicbridge.video.meetings import KIND as VIDEO_KIND
+
+    setup = practice(client, clinic)
+    booking = _book(client, clinic, setup, _slot(client, clinic, setup))
+    ok(
+        client.post(
+            f"{API}/bookings/{booking['id']}/cancel", json={"reason": "x"}, headers=clinic.headers
+        )
+    )
+    with db.read() as session:
+        kinds = set(session.scalars(sa.select(Job.kind)))
+    assert EXPORT_KIND not in kinds and VIDEO_KIND not in kinds

@@ -1,7 +1,9 @@
 """Export: a provider's bookings become events in their connected calendars.
 
-Every booking change queues ``calendars.export`` (``scheduling.events.subscribe``, in
-the change's own transaction). The job brings each calendar in line with the booking:
+A booking change of a provider with a calendar connection (or of a booking exported
+before) queues ``calendars.export`` in the change's own transaction
+(``scheduling.events.on_change``; other clinics pay one indexed query and no job). The
+job brings each calendar in line with the booking:
 
 * booked, confirmed, no-show, completed: the event exists with the booking's times
   (created, or updated when the booking's ``version`` moved on: a reschedule);
@@ -28,6 +30,7 @@ from datetime import datetime
 
 import icalendar
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record_system
 from clinicbridge.calendars import caldav, conflicts, google, microsoft
@@ -37,10 +40,12 @@ from clinicbridge.calendars.models import CalendarConnection, CalendarExport
 from clinicbridge.calendars.runtime import context
 from clinicbridge.calendars.sync import SYNCABLE
 from clinicbridge.calendars.tokens import TokenSource
+from clinicbridge.core.context import Ctx
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.models import Tenant
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.models import Integration
+from clinicbridge.jobs.queue import enqueue
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling import events
@@ -298,4 +303,26 @@ def run_export(job: JobContext) -> None:
         conflicts.check_provider(job.db, booking.tenant_id, booking.provider_id, job.now())
 
 
-events.subscribe(EXPORT_KIND)
+@events.on_change
+def queue_export(session: Session, ctx: Ctx, booking: Booking, action: str) -> None:
+    """In the change's own transaction: queue the job only when a calendar is involved
+    (the provider has a calendar connection: export, and conflicts to re-check; or this
+    booking was exported before), so clinics without calendars pay one indexed query
+    per change and no job."""
+    involved = session.scalar(
+        sa.select(CalendarConnection.id)
+        .where(CalendarConnection.provider_id == booking.provider_id)
+        .limit(1)
+    ) or session.scalar(
+        sa.select(CalendarExport.id).where(CalendarExport.booking_id == booking.id).limit(1)
+    )
+    if involved is None:
+        return
+    enqueue(
+        session,
+        EXPORT_KIND,
+        {"booking_id": booking.id, "action": action},
+        now=ctx.now,
+        tenant_id=booking.tenant_id,
+        dedupe_key=f"{EXPORT_KIND}:{booking.id}:{booking.version}",
+    )

@@ -1,7 +1,7 @@
 """A meeting for each booking of a video service, following the booking's changes.
 
-Every booking change queues ``video.meetings`` (``scheduling.events.subscribe``, in the
-change's own transaction); for a service whose ``modality`` is ``video`` the job:
+A change of a booking of a video service queues ``video.meetings`` in the change's own
+transaction (``scheduling.events.on_change``); the job:
 
 * booked or confirmed: creates the meeting with the clinic's video integration (the
   first enabled ``daily`` or ``zoom`` one), or moves it when the booking moved
@@ -25,6 +25,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import ExternalServiceError, NotFoundError
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.secrets import Secret
@@ -33,6 +34,7 @@ from clinicbridge.db.engine import Database
 from clinicbridge.integrations.connector import ConnectorContext
 from clinicbridge.integrations.models import Integration
 from clinicbridge.integrations.service import open_credentials
+from clinicbridge.jobs.queue import enqueue
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.scheduling import events
 from clinicbridge.scheduling.models import Booking, Service
@@ -230,4 +232,20 @@ def run(job: JobContext) -> None:
     follow_booking(job.db, vault, str(job.payload["booking_id"]), job.now())
 
 
-events.subscribe(KIND)
+@events.on_change
+def queue_meeting(session: Session, ctx: Ctx, booking: Booking, action: str) -> None:
+    """In the change's own transaction: queue the job only for a video service's booking
+    (or one that has a meeting), so other bookings cost one lookup and no job."""
+    service = session.get(Service, booking.service_id)
+    if (service is None or service.modality != "video") and session.scalar(
+        sa.select(VideoMeeting.id).where(VideoMeeting.booking_id == booking.id)
+    ) is None:
+        return
+    enqueue(
+        session,
+        KIND,
+        {"booking_id": booking.id, "action": action},
+        now=ctx.now,
+        tenant_id=booking.tenant_id,
+        dedupe_key=f"{KIND}:{booking.id}:{booking.version}",
+    )
