@@ -61,6 +61,7 @@ bench: install
 	$(PY) bench/reminders_schedule.py
 	$(PY) bench/balance.py
 	$(PY) bench/payment_webhook.py
+	$(PY) bench/calendar_sync.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build src/*.egg-info

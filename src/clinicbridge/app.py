@@ -15,6 +15,7 @@ from clinicbridge import (
 from clinicbridge.api import (
     api_v1_router,
     booking_links,
+    calendars,
     health,
     ical_feed,
     public_booking,
@@ -107,6 +108,7 @@ def create_app(
     app.include_router(booking_links.router)
     app.include_router(ical_feed.router)
     app.include_router(receipt_links.router)
+    app.include_router(calendars.callback_router)
     app.include_router(web_routes.router)
     app.include_router(web_integrations.router)
     app.include_router(web_messages.router)

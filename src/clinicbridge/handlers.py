@@ -4,6 +4,10 @@ The API process and every worker import this, so a job enqueued by one is
 understood by all.
 """
 
+from clinicbridge.calendars import export as calendar_export
+from clinicbridge.calendars import freshcheck as calendar_freshcheck
+from clinicbridge.calendars import jobs as calendar_jobs
+from clinicbridge.calendars import sync as calendar_sync
 from clinicbridge.integrations import alerts
 from clinicbridge.messaging import (
     booking_messages,
@@ -15,12 +19,17 @@ from clinicbridge.messaging import (
 )
 from clinicbridge.payments import receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
+from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
 
 __all__ = [
     "alerts",
     "booking_messages",
     "bookings",
+    "calendar_export",
+    "calendar_freshcheck",
+    "calendar_jobs",
+    "calendar_sync",
     "delivery",
     "email_events",
     "processing",
@@ -31,4 +40,5 @@ __all__ = [
     "sending",
     "stripe_events",
     "twilio_events",
+    "video_meetings",
 ]

@@ -134,7 +134,7 @@ def test_local_errors_are_never_retried() -> None:
 
 
 def test_idempotency() -> None:
-    for method in ("GET", "head", "OPTIONS", "PUT", "DELETE"):
+    for method in ("GET", "head", "OPTIONS", "PUT", "DELETE", "PROPFIND", "report"):
         assert is_idempotent(method)
     for method in ("POST", "PATCH"):
         assert not is_idempotent(method)

@@ -9,6 +9,7 @@ from clinicbridge.api import (
     audit,
     billing,
     bookings,
+    calendars,
     conversations,
     ical_feeds,
     integration_health,
@@ -28,6 +29,7 @@ from clinicbridge.api import (
     tax_rates,
     tenant,
     users,
+    video_meetings,
     voice,
     webhook_endpoints,
     webhook_events,
@@ -52,6 +54,7 @@ def api_v1_router() -> APIRouter:
         bookings,
         ical_feeds,
         message_templates,
+        calendars,
         messages,
         reminder_rules,
         conversations,
@@ -63,6 +66,7 @@ def api_v1_router() -> APIRouter:
         billing,
         payments,
         refunds,
+        video_meetings,
     ):
         router.include_router(module.router)
     return router

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import partial
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -23,7 +24,7 @@ from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.patients.service import find_or_create_patient
 from clinicbridge.payments import checkout
 from clinicbridge.payments.schemas import BookingPaymentOut
-from clinicbridge.scheduling import bookings
+from clinicbridge.scheduling import bookings, prechecks
 from clinicbridge.scheduling.booking_schemas import (
     BookingCancel,
     BookingChangeOut,
@@ -85,6 +86,16 @@ async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Wri
             "creating patients needs the permission patients:write; send patient_id instead",
             "permission",
         )
+
+    tenant_id, provider_id = ctx.tenant_id, body.provider_id
+    if await db.run_read(lambda s: prechecks.needed(s, tenant_id, provider_id)):
+        # outside calendars looked at afresh, in a thread, no transaction open
+        await anyio.to_thread.run_sync(
+            partial(
+                prechecks.run, db, request.app.state.settings, tenant_id, body.service_id,
+                provider_id, body.start,
+            )
+        )  # fmt: skip
 
     def book(session: Session) -> BookingOut:
         patient_id = body.patient_id
@@ -218,9 +229,15 @@ def booking_history(booking_id: BookingId, db: DB, ctx: Reader) -> ListOut[Booki
 
 @router.post(ONE + "/reschedule", response_model=BookingOut)
 def reschedule_booking(
-    booking_id: BookingId, body: BookingReschedule, db: DB, ctx: Writer
+    booking_id: BookingId, body: BookingReschedule, request: Request, db: DB, ctx: Writer
 ) -> BookingOut:
     """Move the booking; the old time is kept if the new one is taken (409)."""
+    with db.read() as session:
+        current = bookings.get_booking(session, ctx, booking_id)
+    prechecks.run(
+        db, request.app.state.settings, ctx.tenant_id, current.service_id,
+        body.provider_id or current.provider_id, body.start, booking_id=booking_id,
+    )  # fmt: skip
     with db.write() as session:
         row = bookings.reschedule_booking(
             session, ctx, booking_id, start=body.start, provider_id=body.provider_id

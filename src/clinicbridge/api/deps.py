@@ -44,6 +44,7 @@ PUBLIC_PATHS = frozenset(
         "/public/{clinic_slug}/bookings",
         "/b/{token}",
         "/receipts/{token}",
+        "/oauth/calendar/callback",
     }
 )
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 
 from clinicbridge.api.deps import DB, clock_of
 from clinicbridge.api.problems import http_problem, problem_response
-from clinicbridge.scheduling import public
+from clinicbridge.scheduling import prechecks, public
 from clinicbridge.scheduling.public import PublicBookingIn, WindowLimiter
 
 router = APIRouter(prefix="/public/{clinic_slug}", tags=["public"])
@@ -131,6 +131,8 @@ def create_booking(clinic_slug: str, body: PublicBookingIn, request: Request, db
     with db.read() as session:
         tenant_id = public.public_clinic(session, clinic_slug).id
     ctx = public.public_ctx(tenant_id, now, request_id, _ip(request))
+    settings = request.app.state.settings
+    prechecks.run(db, settings, tenant_id, body.service_id, body.provider_id, body.start)
     with db.write() as session:
         answer = public.book(session, ctx, body)
     return JSONResponse(answer, status_code=201, headers=_NO_STORE)

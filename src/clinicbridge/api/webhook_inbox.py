@@ -13,7 +13,7 @@ import asyncio
 from functools import partial
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from clinicbridge.api.deps import clock_of, db_of
 from clinicbridge.api.problems import http_problem, problem_response
@@ -95,6 +95,9 @@ async def receive_webhook(integration_id: str, request: Request) -> Response:
         return problem_response(http_problem(429), request_id, {"Retry-After": "60"})
     metrics.webhooks_received.labels(result.connector, "accepted").inc(result.accepted)
     metrics.webhooks_received.labels(result.connector, "duplicate").inc(result.duplicates)
+    if result.response is not None and set(result.response) == {"text/plain"}:
+        # a challenge to echo as text (Microsoft Graph's subscription validation)
+        return PlainTextResponse(str(result.response["text/plain"]))
     if result.response is not None:
         return JSONResponse(result.response)
     if result.connector == "twilio":  # Twilio wants TwiML; an empty one sends no reply

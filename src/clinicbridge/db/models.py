@@ -1,6 +1,7 @@
 """Imports every module that defines tables, so ``Base.metadata`` is complete."""
 
 from clinicbridge.audit import models as audit_models
+from clinicbridge.calendars import models as calendar_models
 from clinicbridge.core import models as core_models
 from clinicbridge.http import models as http_models
 from clinicbridge.integrations import models as integration_models
@@ -12,11 +13,13 @@ from clinicbridge.payments import models as payment_models
 from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.tasks import models as task_models
 from clinicbridge.vault import models as vault_models
+from clinicbridge.video import models as video_models
 from clinicbridge.voice import models as voice_models
 from clinicbridge.webhooks import models as webhook_models
 
 __all__ = [
     "audit_models",
+    "calendar_models",
     "conversation_models",
     "core_models",
     "http_models",
@@ -30,6 +33,7 @@ __all__ = [
     "scheduling_models",
     "task_models",
     "vault_models",
+    "video_models",
     "voice_models",
     "webhook_models",
 ]

@@ -11,7 +11,8 @@ have acted on the first one, and safe otherwise only when acting twice is harmle
 * never processed, retried for every method: connect errors and connect
   timeouts, pool timeouts, proxy errors, 429 and 503;
 * maybe processed, retried only for idempotent calls (GET, HEAD, OPTIONS, PUT,
-  DELETE, TRACE, or any call given an idempotency key or marked idempotent):
+  DELETE, TRACE, WebDAV's PROPFIND and REPORT, or any call given an idempotency key or
+  marked idempotent):
   read and write timeouts, dropped connections, 502 and 504;
 * everything else is final: other 4xx and 5xx (500 included), invalid URLs,
   protocol and decoding errors.
@@ -28,7 +29,10 @@ from enum import Enum
 
 import httpx
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# PROPFIND and REPORT (WebDAV, CalDAV) only read: safe and idempotent (RFC 4918, 3253).
+IDEMPOTENT_METHODS = frozenset(
+    {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE", "PROPFIND", "REPORT"}
+)
 # A bogus ``Retry-After: 99999999`` must not park a job for years.
 RETRY_AFTER_CEILING = 86_400.0
 

@@ -24,6 +24,9 @@ from clinicbridge.scheduling import events, ical
 from clinicbridge.scheduling.links import booking_links
 from clinicbridge.scheduling.models import Booking, BookingChange, Location, Provider, Service
 from clinicbridge.settings import Settings
+from clinicbridge.vault.service import Vault
+from clinicbridge.vault.shared import shared_vault
+from clinicbridge.video.meetings import links as video_links
 
 LISTENER_KIND = "messaging.booking_changed"
 CHANNEL = "email"
@@ -54,9 +57,11 @@ def message_variables(
     *,
     previous_start: datetime | None = None,
     message_id: str | None = None,
+    vault: Vault | None = None,
 ) -> dict[str, Any]:
     """The ``booking.*`` template variables of a booking, with its signed links (bound
-    to ``message_id``, the message they will travel in, when given)."""
+    to ``message_id``, the message they will travel in, when given) and, given the vault,
+    the patient's video link once the visit's meeting is ready."""
     service = session.get(Service, booking.service_id)
     provider = session.get(Provider, booking.provider_id)
     location = session.get(Location, booking.location_id) if booking.location_id else None
@@ -81,7 +86,13 @@ def message_variables(
         confirm_url=links["confirm_url"],
         cancel_url=links["cancel_url"],
         previous_start=previous_start,
+        video_url=_video_url(session, vault, booking.id),
     )
+
+
+def _video_url(session: Session, vault: Vault | None, booking_id: str) -> str | None:
+    found = video_links(session, vault, booking_id) if vault is not None else None
+    return found["join_url"] if found else None
 
 
 @registry.handler(LISTENER_KIND, max_attempts=5)
@@ -122,12 +133,19 @@ def on_booking_changed(job: JobContext) -> None:
                 patient,
                 previous_start=_previous_start(session, str(job.payload["change_id"])),
                 message_id=message_id,
+                vault=job_vault(job),
             ),
             booking_id=booking.id,
             dedupe_key=f"booking:{job.payload['change_id']}:{CHANNEL}",
             attachments=[attachment],
             message_id=message_id,
         )
+
+
+def job_vault(job: JobContext) -> Vault | None:
+    if job.settings is None:
+        return None
+    return shared_vault(job.db, job.settings.master_key_file)
 
 
 events.subscribe(LISTENER_KIND)

@@ -31,7 +31,7 @@ from clinicbridge.core.models import Tenant
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.registry import JobContext, registry
 from clinicbridge.messaging import service
-from clinicbridge.messaging.booking_messages import message_variables
+from clinicbridge.messaging.booking_messages import job_vault, message_variables
 from clinicbridge.messaging.models import Message
 from clinicbridge.messaging.reminder_models import BookingReminder
 from clinicbridge.messaging.reminder_rules import Rules
@@ -98,8 +98,9 @@ def _deliver(
         if problem is None:
             if variables is None:
                 variables = message_variables(
-                    session, job.settings, booking, tenant, patient, message_id=message_id
-                )
+                    session, job.settings, booking, tenant, patient, message_id=message_id,
+                    vault=job_vault(job),
+                )  # fmt: skip
             key = f"reminder:{booking.id}:{row.offset_minutes}:{booking.starts_at.isoformat()}"
             try:
                 message = queue_message(

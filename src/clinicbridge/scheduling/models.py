@@ -144,6 +144,7 @@ class BusyBlock(Base):
             sqlite_where=sa.text("external_id IS NOT NULL"),
         ),
         sa.CheckConstraint("starts_at < ends_at", name="range"),
+        sa.Index("ix_busy_blocks_connection_group", "connection_id", "external_group"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
@@ -151,8 +152,14 @@ class BusyBlock(Base):
     provider_id: Mapped[str] = mapped_column(sa.ForeignKey("providers.id", ondelete="CASCADE"))
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    source: Mapped[str] = mapped_column(sa.String(32))  # manual, or a calendar connector key
+    source: Mapped[str] = mapped_column(sa.String(32))  # manual, or a calendar connection id
     external_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    # Imported from an outside calendar (calendars package): the connection (its blocks go
+    # with it) and the outside event a recurring instance belongs to (deleted together).
+    connection_id: Mapped[str | None] = mapped_column(
+        sa.ForeignKey("calendar_connections.id", ondelete="CASCADE"), nullable=True
+    )
+    external_group: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
     reason: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from clinicbridge.integrations.connector import Connector
+from clinicbridge.integrations.connectors.caldav import CalDav
+from clinicbridge.integrations.connectors.daily import Daily
 from clinicbridge.integrations.connectors.docusign import DocuSign
 from clinicbridge.integrations.connectors.generic import GenericHmac, StandardWebhooks
+from clinicbridge.integrations.connectors.google_calendar import GoogleCalendar
 from clinicbridge.integrations.connectors.mailgun import Mailgun
+from clinicbridge.integrations.connectors.microsoft_calendar import MicrosoftCalendar
 from clinicbridge.integrations.connectors.resend import Resend
 from clinicbridge.integrations.connectors.sendgrid import SendGrid
 from clinicbridge.integrations.connectors.smtp import Smtp
@@ -28,4 +32,8 @@ ALL: tuple[type[Connector], ...] = (
     Vapi,
     GenericHmac,
     StandardWebhooks,
+    GoogleCalendar,
+    MicrosoftCalendar,
+    CalDav,
+    Daily,
 )

@@ -26,8 +26,9 @@ class ZoomCredentials(Credentials):
 
 
 class ZoomSettings(HttpSettings):
-    api_base: HttpUrl = HttpUrl("https://zoom.us")
+    api_base: HttpUrl = HttpUrl("https://zoom.us")  # the OAuth token endpoint's host
     account_id: Annotated[str, Field(min_length=1, max_length=64)]
+    meetings_api_base: HttpUrl = HttpUrl("https://api.zoom.us")  # the REST API (v2)
 
 
 class Zoom(Connector):

@@ -1,0 +1,296 @@
+"""Video visits against the Daily and Zoom fakes: a meeting per booking of a video
+service, moved on reschedule, deleted on cancel, links sealed and shown to staff, the
+patient's link in message variables, and an outage that never blocks the booking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from clinicbridge.core.errors import ExternalServiceError
+from clinicbridge.core.models import Tenant
+from clinicbridge.db.engine import Database
+from clinicbridge.messaging.booking_messages import message_variables
+from clinicbridge.patients.models import Patient
+from clinicbridge.scheduling.models import Booking
+from clinicbridge.settings import Settings
+from clinicbridge.testing import daily as fake_daily
+from clinicbridge.testing import zoom as fake_zoom
+from clinicbridge.testing.hosts import HostRouter
+from clinicbridge.vault.shared import shared_vault
+from clinicbridge.video import meetings
+from clinicbridge.video.models import VideoMeeting
+from tests.conftest import Clinic
+from tests.integration.calendar_helpers import API, Practice, ok, practice
+from tests.integration.test_calendar_export import PATIENT, _slot
+from tests.integration.test_calendar_scenario import run_jobs
+
+DAILY_KEY = "daily-test-api-key-0000"
+ZOOM = ("zoom-client-id", "zoom-client-secret", "zoom-account-1")
+
+
+@pytest.fixture
+def daily() -> Iterator[fake_daily.FakeDaily]:
+    fake = fake_daily.FakeDaily(DAILY_KEY)
+    meetings.configure(transport=HostRouter({fake_daily.HOST: fake}))
+    yield fake
+    meetings.configure()
+
+
+@pytest.fixture
+def zoom() -> Iterator[fake_zoom.FakeZoom]:
+    fake = fake_zoom.FakeZoom(*ZOOM)
+    meetings.configure(transport=HostRouter({fake_zoom.OAUTH_HOST: fake, fake_zoom.API_HOST: fake}))
+    yield fake
+    meetings.configure()
+
+
+def _video_service(client: TestClient, clinic: Clinic, setup: Practice) -> str:
+    body = {
+        "name": "Video visit",
+        "duration_minutes": 30,
+        "modality": "video",
+        "provider_ids": [setup.provider],
+    }
+    return str(ok(client.post(f"{API}/services", json=body, headers=clinic.headers), 201)["id"])
+
+
+def _book(
+    client: TestClient, clinic: Clinic, setup: Practice, service: str, start: str
+) -> dict[str, Any]:
+    body = {
+        "service_id": service,
+        "provider_id": setup.provider,
+        "start": start,
+        "patient": PATIENT,
+    }
+    return dict(ok(client.post(f"{API}/bookings", json=body, headers=clinic.headers), 201))
+
+
+def _video(client: TestClient, clinic: Clinic, booking_id: str) -> dict[str, Any]:
+    return dict(ok(client.get(f"{API}/bookings/{booking_id}/video", headers=clinic.headers)))
+
+
+def test_daily_room_lifecycle(client: TestClient, clinic: Clinic, db: Database, settings: Settings,
+                              daily: fake_daily.FakeDaily) -> None:  # fmt: skip
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+    assert run_jobs(db, settings, meetings.KIND) == 1
+    name = f"cb-{booking['id'].lower().replace('_', '-')}"
+    room = daily.rooms[name]
+    start = datetime.fromisoformat(booking["start"]).astimezone(UTC)
+    assert room["privacy"] == "private" and room["config"]["nbf"] == int(start.timestamp()) - 900
+    shown = _video(client, clinic, booking["id"])
+    assert shown["status"] == "ready" and shown["connector"] == "daily"
+    patient_token = shown["join_url"].split("?t=")[1]
+    host_token = shown["host_url"].split("?t=")[1]
+    assert (
+        daily.tokens[patient_token]["is_owner"] is False
+        and daily.tokens[host_token]["is_owner"] is True
+    )
+    with db.read() as session:
+        row = session.scalars(sa.select(VideoMeeting)).one()
+        assert patient_token not in str(row.links) and host_token not in str(row.links)  # sealed
+        b = session.get(Booking, booking["id"])
+        tenant, patient = session.get(Tenant, clinic.id), session.get(Patient, b.patient_id)  # type: ignore[union-attr]
+        variables = message_variables(
+            session, settings, b, tenant, patient, vault=shared_vault(db, settings.master_key_file)
+        )  # type: ignore[arg-type]
+    assert variables["booking"]["video_url"] == shown["join_url"]
+    # the job again: nothing new
+    assert (
+        meetings.follow_booking(
+            db, shared_vault(db, settings.master_key_file), booking["id"], datetime.now(UTC)
+        )
+        == "current"
+    )
+    later = _slot(client, clinic, setup, offset_hours=18)
+    ok(
+        client.post(
+            f"{API}/bookings/{booking['id']}/reschedule",
+            json={"start": later},
+            headers=clinic.headers,
+        )
+    )
+    run_jobs(db, settings, meetings.KIND)
+    moved = datetime.fromisoformat(later).astimezone(UTC)
+    assert daily.rooms[name]["config"]["nbf"] == int(moved.timestamp()) - 900
+    assert _video(client, clinic, booking["id"])["join_url"] != shown["join_url"]  # new tokens
+    ok(
+        client.post(
+            f"{API}/bookings/{booking['id']}/cancel", json={"reason": "x"}, headers=clinic.headers
+        )
+    )
+    run_jobs(db, settings, meetings.KIND)
+    assert name not in daily.rooms
+    gone = _video(client, clinic, booking["id"])
+    assert gone["status"] == "deleted" and gone["join_url"] is None
+
+
+def test_an_outage_never_blocks_the_booking(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    daily.failures.extend([503, 503, 503])
+    booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+    assert booking["status"] == "booked"
+    with pytest.raises(ExternalServiceError):
+        run_jobs(db, settings, meetings.KIND)  # the job will retry with backoff
+    assert (
+        client.get(f"{API}/bookings/{booking['id']}/video", headers=clinic.headers).status_code
+        == 404
+    )
+    vault = shared_vault(db, settings.master_key_file)
+    assert meetings.follow_booking(db, vault, booking["id"], datetime.now(UTC)) == "created"
+    assert _video(client, clinic, booking["id"])["status"] == "ready"
+    # an in-person booking gets no meeting; another clinic sees nothing
+    plain = _book(
+        client, clinic, setup, setup.service, _slot(client, clinic, setup, offset_hours=19)
+    )
+    assert meetings.follow_booking(db, vault, plain["id"], datetime.now(UTC)) == "not_video"
+
+
+def test_zoom_meeting_lifecycle(client: TestClient, clinic: Clinic, make_clinic, db: Database,  # type: ignore[no-untyped-def]
+                                settings: Settings, zoom: fake_zoom.FakeZoom) -> None:  # fmt: skip
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    creds = {"client_id": ZOOM[0], "client_secret": ZOOM[1]}
+    body = {
+        "connector": "zoom",
+        "name": "Zoom",
+        "credentials": creds,
+        "settings": {"account_id": ZOOM[2]},
+    }
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+    run_jobs(db, settings, meetings.KIND)
+    (meeting_id,) = zoom.meetings
+    meeting = zoom.meetings[meeting_id]
+    start = datetime.fromisoformat(booking["start"]).astimezone(UTC)
+    assert (
+        meeting["start_time"] == start.strftime("%Y-%m-%dT%H:%M:%SZ") and meeting["duration"] == 30
+    )
+    assert meeting["type"] == 2 and meeting["settings"]["waiting_room"] is True
+    shown = _video(client, clinic, booking["id"])
+    assert shown["join_url"] == meeting["join_url"] and shown["host_url"] == meeting["start_url"]
+    later = _slot(client, clinic, setup, offset_hours=18)
+    ok(
+        client.post(
+            f"{API}/bookings/{booking['id']}/reschedule",
+            json={"start": later},
+            headers=clinic.headers,
+        )
+    )
+    run_jobs(db, settings, meetings.KIND)
+    assert list(zoom.meetings) == [meeting_id]  # moved, not a second meeting
+    assert zoom.meetings[meeting_id]["start_time"] == datetime.fromisoformat(later).astimezone(
+        UTC
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
+    other = make_clinic("Birch Dental")
+    assert (
+        client.get(f"{API}/bookings/{booking['id']}/video", headers=other.headers).status_code
+        == 404
+    )
+    ok(
+        client.post(
+            f"{API}/bookings/{booking['id']}/cancel", json={"reason": "x"}, headers=clinic.headers
+        )
+    )
+    run_jobs(db, settings, meetings.KIND)
+    assert zoom.meetings == {}
+
+
+def test_a_refused_create_is_shown_as_failed(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": "wrong-key-0000"}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+    run_jobs(db, settings, meetings.KIND)  # a 401 cannot get better by retrying
+    shown = _video(client, clinic, booking["id"])
+    assert (
+        shown["status"] == "failed"
+        and "HTTP 401" in shown["last_error"]
+        and shown["join_url"] is None
+    )
+
+
+def test_google_meet_on_the_exported_event_without_daily_or_zoom(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings
+) -> None:
+    from clinicbridge.calendars import google, runtime
+    from clinicbridge.calendars.export import EXPORT_KIND
+    from clinicbridge.calendars.sync import SYNC_KIND
+    from clinicbridge.testing import google_calendar as g
+    from clinicbridge.testing.oauth_server import OAuthServer
+    from tests.integration.calendar_helpers import (
+        GOOGLE_CLIENT,
+        authorize,
+        connect,
+        google_integration,
+    )
+
+    fake = g.FakeGoogleCalendar(OAuthServer(*GOOGLE_CLIENT))
+    runtime.configure(transport=HostRouter({g.API_HOST: fake, g.TOKEN_HOST: fake}))
+    try:
+        setup = practice(client, clinic)
+        service = _video_service(client, clinic, setup)
+        integration = google_integration(client, clinic)
+        authorize(client, clinic, setup.provider, integration, fake.oauth)
+        fake.calendars["primary"] = {}
+        connection = connect(client, clinic, setup.provider, integration, "primary")
+        run_jobs(db, settings, SYNC_KIND)
+        booking = _book(client, clinic, setup, service, _slot(client, clinic, setup))
+        run_jobs(db, settings, EXPORT_KIND)
+        assert run_jobs(db, settings, meetings.KIND) == 1  # no Daily or Zoom: nothing there
+        event = fake.calendars["primary"][google.event_id_for(booking["id"], connection["id"])]
+        link = event["conferenceData"]["entryPoints"][0]["uri"]
+        shown = _video(client, clinic, booking["id"])
+        assert (
+            shown["connector"] == "google_meet" and shown["join_url"] == link == shown["host_url"]
+        )
+        later = _slot(client, clinic, setup, offset_hours=18)
+        ok(
+            client.post(
+                f"{API}/bookings/{booking['id']}/reschedule",
+                json={"start": later},
+                headers=clinic.headers,
+            )
+        )
+        run_jobs(db, settings, EXPORT_KIND)
+        moved = fake.calendars["primary"][google.event_id_for(booking["id"], connection["id"])]
+        assert moved["conferenceData"]["entryPoints"][0]["uri"] == link  # the update kept the Meet
+        ok(
+            client.post(
+                f"{API}/bookings/{booking['id']}/cancel",
+                json={"reason": "x"},
+                headers=clinic.headers,
+            )
+        )
+        run_jobs(db, settings, EXPORT_KIND)
+        assert _video(client, clinic, booking["id"])["status"] == "deleted"
+        vault = shared_vault(db, settings.master_key_file)
+        assert meetings.follow_booking(db, vault, booking["id"], datetime.now(UTC)) == "elsewhere"
+    finally:
+        runtime.configure()
