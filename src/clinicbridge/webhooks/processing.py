@@ -9,13 +9,13 @@ the API and the CLI, replayable).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.errors import NotFoundError
 from clinicbridge.core.models import Tenant
-from clinicbridge.db.engine import Database
 from clinicbridge.integrations.models import Integration
 from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs.queue import enqueue
@@ -27,48 +27,74 @@ from clinicbridge.webhooks.models import WebhookEvent
 PURGE_KIND = "webhooks.purge_bodies"
 
 
-def _set(db: Database, event_id: str, **values: object) -> None:
-    with db.write() as session:
-        session.execute(sa.update(WebhookEvent).where(WebhookEvent.id == event_id).values(**values))
+_EVENTS = cast(sa.Table, WebhookEvent.__table__)
+_INTEGRATIONS = cast(sa.Table, Integration.__table__)
+# Built once: every inbound event is read and settled through these.
+_LOAD = (
+    sa.select(
+        _EVENTS.c.tenant_id,
+        _EVENTS.c.integration_id,
+        _INTEGRATIONS.c.connector,
+        _EVENTS.c.provider_event_id,
+        _EVENTS.c.type,
+        _EVENTS.c.payload,
+    )
+    .join(_INTEGRATIONS, _INTEGRATIONS.c.id == _EVENTS.c.integration_id)
+    .where(_EVENTS.c.id == sa.bindparam("b_id"))
+)
+_SETTLE = (
+    sa.update(_EVENTS)
+    .where(_EVENTS.c.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        attempts=_EVENTS.c.attempts + 1,
+        job_id=sa.bindparam("b_job"),
+        last_error=sa.bindparam("b_error"),
+        # a failure keeps the time of an earlier success (a replay that failed)
+        processed_at=sa.func.coalesce(
+            sa.bindparam("b_at", type_=_EVENTS.c.processed_at.type), _EVENTS.c.processed_at
+        ),
+    )
+)
+
+
+def _settle(job: JobContext, event_id: str, status: str, error: str | None) -> None:
+    at = job.now() if status in ("processed", "ignored") else None
+    with job.db.write() as session:
+        session.connection().execute(
+            _SETTLE,
+            {"b_id": event_id, "b_status": status, "b_job": job.job_id, "b_error": error,
+             "b_at": at},
+        )  # fmt: skip
 
 
 @registry.handler(PROCESS_KIND)
 def process(job: JobContext) -> None:
+    """Read the stored event (no lock), run its handlers (each writes in its own
+    transaction), then record the outcome and the attempt in one statement."""
     event_id = str(job.payload["event_id"])
-    with job.db.write() as session:
-        row = session.execute(
-            sa.select(WebhookEvent, Integration.connector)
-            .join(Integration, Integration.id == WebhookEvent.integration_id)
-            .where(WebhookEvent.id == event_id)
-        ).first()
-        if row is None:  # the integration (and its events) was deleted meanwhile
-            return
-        event, connector = row
-        event.status, event.attempts, event.job_id = "processing", event.attempts + 1, job.job_id
-        stored = StoredEvent(
-            event.id,
-            event.tenant_id,
-            event.integration_id,
-            connector,
-            event.provider_event_id,
-            event.type,
-            dict(event.payload),
-        )
-    handlers = integrations.handlers_for(connector, stored.type)
+    with job.db.engine.connect() as conn:
+        row = conn.execute(_LOAD, {"b_id": event_id}).first()
+    if row is None:  # the integration (and its events) was deleted meanwhile
+        return
+    stored = StoredEvent(
+        event_id,
+        row.tenant_id,
+        row.integration_id,
+        row.connector,
+        row.provider_event_id,
+        row.type,
+        dict(row.payload),
+    )
+    handlers = integrations.handlers_for(row.connector, stored.type)
     try:
         for handler in handlers:
             handler(stored, job)
     except Exception as exc:
         final = job.attempt >= job.max_attempts or not getattr(exc, "retryable", True)
-        _set(job.db, event_id, status="dead" if final else "failed", last_error=describe(exc))
+        _settle(job, event_id, "dead" if final else "failed", describe(exc))
         raise
-    _set(
-        job.db,
-        event_id,
-        status="processed" if handlers else "ignored",
-        last_error=None,
-        processed_at=job.now(),
-    )
+    _settle(job, event_id, "processed" if handlers else "ignored", None)
 
 
 def replay(session: Session, tenant_id: str, event_id: str, now: datetime) -> WebhookEvent:
