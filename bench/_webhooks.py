@@ -47,6 +47,7 @@ class WebhookServer(Server):
     integration_id: str
     database_url: str
     proc: subprocess.Popen[bytes]
+    env: dict[str, str]  # what a worker process for this server's database needs
 
     @property
     def path(self) -> str:
@@ -166,8 +167,9 @@ def _serve(url: str, tmp: str, embedded_worker: bool) -> Iterator[WebhookServer]
         )
         made.raise_for_status()
         yield WebhookServer(
-            base, proc.pid, tenant["api_key"], tenant["tenant_id"], made.json()["id"], url, proc
-        )
+            base, proc.pid, tenant["api_key"], tenant["tenant_id"], made.json()["id"], url, proc,
+            env,
+        )  # fmt: skip
     finally:
         proc.terminate()
         try:

@@ -22,8 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,6 +34,7 @@ import httpx
 import sqlalchemy as sa
 import stripe
 
+from _harness import ROOT
 from _webhooks import STRIPE_KEY, WHSEC, hello_requests, open_loop, percentile, webhook_server
 from clinicbridge.db.engine import create_database
 from clinicbridge.jobs.models import Job
@@ -41,6 +45,7 @@ from clinicbridge.testing.stripe import FakeStripe
 from clinicbridge.webhooks.models import WebhookEvent
 
 TARGET_P95_MS = 50.0
+CLI = [sys.executable, "-m", "clinicbridge.cli"]
 
 
 def _setup(client: httpx.Client, headers: dict[str, str], integration: str, fake_url: str) -> str:
@@ -97,6 +102,22 @@ def _book(client: httpx.Client, headers: dict[str, str], ids: str, n: int) -> li
         made.raise_for_status()
         intents.append(made.json()["payment"]["stripe_payment_intent_id"])
     return intents
+
+
+@contextmanager
+def _worker_processes(count: int, env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``clinicbridge worker`` processes on the server's database, stopped on the way out."""
+    procs = [subprocess.Popen([*CLI, "worker"], env=env, cwd=ROOT) for _ in range(count)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -192,13 +213,24 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="worker processes beside a --no-worker server (0: the server's embedded worker)",
+    )
     args = parser.parse_args()
     postgres = args.database_url
     if postgres == "postgresql":
         postgres = os.environ["CLINICBRIDGE_TEST_DATABASE_URL"]
     n = int(args.rate * args.seconds)
     fake = FakeStripe(api_key=STRIPE_KEY, webhook_secret=WHSEC)
-    with fake.serve() as fake_url, webhook_server(postgres, embedded_worker=True) as server:
+    embedded = args.workers == 0
+    with (
+        fake.serve() as fake_url,
+        webhook_server(postgres, embedded_worker=embedded) as server,
+        _worker_processes(args.workers, server.env) as workers,
+    ):
         headers = {"Authorization": f"Bearer {server.api_key}"}
         with httpx.Client(base_url=server.url, timeout=30) as client:
             ids = _setup(client, headers, server.integration_id, fake_url)
@@ -208,17 +240,19 @@ def main() -> int:
         requests = _requests(fake, server.path, host)
         backlog_s = _idle(server.database_url)  # the bookings' own jobs first
         hello = open_loop(server, hello_requests(server, n), rate=args.rate)
-        cpu_before = _cpu_seconds(server.proc.pid)
+        pids = [server.proc.pid, *(w.pid for w in workers)]
+        cpu_before = sum(_cpu_seconds(pid) for pid in pids)
         sent = open_loop(server, requests, rate=args.rate)
         processing, missing = _processing_ms(server.database_url, [k for k, _ in requests], 60)
         _idle(server.database_url)  # and what the events set off (receipts, messages)
-        cpu_per_event_ms = (_cpu_seconds(server.proc.pid) - cpu_before) * 1000 / n
+        cpu_per_event_ms = (sum(_cpu_seconds(pid) for pid in pids) - cpu_before) * 1000 / n
     hello_ms = [r.latency_ms for r in hello if r.status == 200]
     answer_ms = [r.latency_ms for r in sent if 200 <= r.status < 300]
     p95 = percentile(processing, 95) if processing else float("inf")
     result = {
         "bench": "payment_webhook",
         "database": "postgresql" if postgres else "sqlite",
+        "worker_processes": args.workers or "embedded",
         "rate_per_s": args.rate,
         "events": n,
         "answered_2xx": len(answer_ms),
@@ -243,7 +277,8 @@ def main() -> int:
         if hello_ms
         else None,
         "target_p95_ms": TARGET_P95_MS,
-        # Load-independent: the server's CPU per event, ingest to the last job it set off.
+        # Load-independent: the CPU per event of the server (and workers), from ingest to
+        # the last job it set off.
         "server_cpu_ms_per_event": round(cpu_per_event_ms, 2),
         "booking_backlog_s": backlog_s,
     }
