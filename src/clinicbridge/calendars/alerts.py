@@ -15,12 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record_system
-from clinicbridge.core.ids import new_id
-from clinicbridge.integrations.alerts import RECOVERED, UNHEALTHY, event_data
+from clinicbridge.integrations.alerts import RECOVERED, UNHEALTHY, event_data, open_or_touch
 from clinicbridge.integrations.models import Alert
 from clinicbridge.webhooks.outbound import publish
 
@@ -54,37 +52,10 @@ def open_alert(
     details: dict[str, Any],
     now: datetime,
 ) -> Alert | None:
-    existing = session.scalar(
-        sa.select(Alert).where(
-            Alert.tenant_id == tenant_id,
-            Alert.subject_id == subject_id,
-            Alert.rule == rule,
-            Alert.status == "open",
-        )
-    )
-    if existing is not None:
-        existing.last_seen_at, existing.details = now, details
-        return None
-    alert = Alert(
-        id=new_id("alr"),
-        tenant_id=tenant_id,
-        subject_type=subject_type,
-        subject_id=subject_id,
-        rule=rule,
-        status="open",
-        details=details,
-        opened_at=now,
-        last_seen_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-    except IntegrityError:
-        return None  # opened concurrently: one open alert is the point
-    record_system(
-        session, tenant_id, "alert.open", subject_type, subject_id, now=now, diff={"rule": rule}
-    )
-    _announce(session, alert, now)
+    """Open (audited, announced) or touch the open one; returns it only when newly opened."""
+    alert = open_or_touch(session, tenant_id, subject_type, subject_id, rule, details, now)
+    if alert is not None:
+        _announce(session, alert, now)
     return alert
 
 

@@ -19,13 +19,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record_system
-from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
-from clinicbridge.integrations.alerts import RECOVERED, UNHEALTHY, event_data
+from clinicbridge.integrations.alerts import RECOVERED, UNHEALTHY, event_data, open_or_touch
 from clinicbridge.integrations.models import Alert
 from clinicbridge.scheduling.models import ACTIVE_STATUSES, Booking, BusyBlock
 from clinicbridge.webhooks.outbound import publish
@@ -118,27 +116,11 @@ def _open_alerts(session: Session, tenant_id: str, provider_id: str) -> dict[str
 def _open(
     session: Session, tenant_id: str, booking_id: str, details: dict[str, Any], now: datetime
 ) -> bool:
-    alert = Alert(
-        id=new_id("alr"),
-        tenant_id=tenant_id,
-        subject_type=SUBJECT_TYPE,
-        subject_id=booking_id,
-        rule=RULE,
-        status="open",
-        details=details,
-        opened_at=now,
-        last_seen_at=now,
-    )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-    except IntegrityError:
-        return False  # opened concurrently by another round
-    record_system(
-        session, tenant_id, "alert.open", SUBJECT_TYPE, booking_id, now=now, diff={"rule": RULE}
-    )
-    _announce(session, alert, now)
-    return True
+    """False when another round opened it first."""
+    alert = open_or_touch(session, tenant_id, SUBJECT_TYPE, booking_id, RULE, details, now)
+    if alert is not None:
+        _announce(session, alert, now)
+    return alert is not None
 
 
 def _announce(session: Session, alert: Alert, now: datetime) -> None:

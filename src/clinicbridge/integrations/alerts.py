@@ -142,7 +142,7 @@ def evaluate_clinic(
     names = {h.integration_id: h for h in report.integrations}
     with db.write() as session:
         for (subject_id, rule), (subject_type, details) in wanted.items():
-            alert = _open_or_touch(session, tenant_id, subject_type, subject_id, rule, details, now)
+            alert = open_or_touch(session, tenant_id, subject_type, subject_id, rule, details, now)
             if alert is not None:
                 outcome.opened.append(alert.id)
                 _announce(session, alert, names.get(subject_id), now)
@@ -169,7 +169,7 @@ def _insert(session: Session) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Alert)
 
 
-def _open_or_touch(
+def open_or_touch(
     session: Session,
     tenant_id: str,
     subject_type: str,
@@ -178,7 +178,9 @@ def _open_or_touch(
     details: dict[str, Any],
     now: datetime,
 ) -> Alert | None:
-    """Insert the alert unless one is open (then refresh it); returns it only if new."""
+    """Insert the alert unless one is open (then refresh it); returns it only if new.
+    Safe against a concurrent opener: the unique index on open alerts decides, and the
+    opening is audited (``alert.open``). The caller announces it."""
     values = {
         "id": new_id("alr"),
         "tenant_id": tenant_id,
