@@ -351,7 +351,8 @@ class StripeBilling(StripeObjects):
             intent = self._create_intent(
                 {"amount": str(due), "currency": sub["currency"], "customer": sub["customer"]}
             )
-            intent["invoice"] = invoice["id"]
+            intent["invoice"] = invoice["id"]  # from the start, as Stripe's own do
+            self.events[-1]["data"]["object"]["invoice"] = invoice["id"]
             invoice["payment_intent"] = intent["id"]
         return invoice
 
