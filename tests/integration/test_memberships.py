@@ -474,3 +474,22 @@ def test_front_desk_reads_but_cannot_sell_memberships(
         headers=desk.headers,
     )
     assert answer.status_code == 403
+
+
+def test_stripe_down_while_joining_keeps_a_creating_membership_to_finish(
+    client: TestClient, club: Club, fake: FakeStripe, db: Database
+) -> None:
+    plan = club.plan(client, trial_days=7)
+    fake.down = True
+    answer = club.join(client, plan["id"])
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["type"].endswith("/payment-provider-unavailable")
+    with db.read() as session:
+        (waiting,) = session.scalars(sa.select(Membership)).all()
+        assert waiting.status == "creating"
+    fake.down = False
+    joined = ok(club.join(client, plan["id"]), 201)
+    assert joined["id"] == waiting.id and joined["status"] == "trialing"
+    assert [c.idempotency_key for c in fake.calls("POST", "/v1/subscriptions")] == [
+        f"cb:{waiting.id}:sub:v1"
+    ]
