@@ -17,7 +17,7 @@ from clinicbridge.messaging import (
     sending,
     twilio_events,
 )
-from clinicbridge.payments import receipts, reconcile, stripe_events
+from clinicbridge.payments import memberships_events, receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
 from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
@@ -32,6 +32,7 @@ __all__ = [
     "calendar_sync",
     "delivery",
     "email_events",
+    "memberships_events",
     "processing",
     "receipts",
     "reconcile",

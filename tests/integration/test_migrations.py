@@ -64,3 +64,21 @@ def test_wal_is_checkpointed_off_the_commit_path(tmp_path) -> None:  # type: ign
     busy, frames, done = checkpointer.last
     assert busy == 0 and frames > 0 and done == frames  # the WAL was copied back
     db.dispose()
+
+
+def test_memberships_migration_upgrades_and_downgrades(empty_database_url: str) -> None:
+    import sqlalchemy as sa
+
+    tables = {"membership_plans", "memberships", "stripe_customers"}
+    db = create_database(empty_database_url)
+    try:
+        upgrade(db.engine)
+        assert tables <= set(sa.inspect(db.engine).get_table_names())
+        downgrade(db.engine, "0011")
+        with db.engine.connect() as conn:
+            assert current_revision(conn) == "0011"
+        assert not tables & set(sa.inspect(db.engine).get_table_names())
+        upgrade(db.engine)
+        assert tables <= set(sa.inspect(db.engine).get_table_names())
+    finally:
+        db.dispose()

@@ -16,6 +16,7 @@ from clinicbridge.api import (
     integrations,
     invoices,
     jobs,
+    memberships,
     message_templates,
     messages,
     patients,
@@ -66,6 +67,7 @@ def api_v1_router() -> APIRouter:
         billing,
         payments,
         refunds,
+        memberships,
         video_meetings,
     ):
         router.include_router(module.router)

@@ -9,6 +9,7 @@ from clinicbridge.jobs import models as jobs_models
 from clinicbridge.messaging import conversation_models, push_models, reminder_models
 from clinicbridge.messaging import models as messaging_models
 from clinicbridge.patients import models as patient_models
+from clinicbridge.payments import membership_models
 from clinicbridge.payments import models as payment_models
 from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.tasks import models as task_models
@@ -25,6 +26,7 @@ __all__ = [
     "http_models",
     "integration_models",
     "jobs_models",
+    "membership_models",
     "messaging_models",
     "patient_models",
     "payment_models",

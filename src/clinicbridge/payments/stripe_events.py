@@ -162,8 +162,8 @@ def unmatched(session: Session, event: StoredEvent, obj: dict[str, Any], now: da
 
 def on_intent(event: StoredEvent, job: JobContext) -> None:
     obj = _object(event)
-    if not obj:
-        return
+    if not obj or obj.get("invoice"):
+        return  # a Stripe invoice's intent (memberships): its invoice.* events count
     with job.db.write() as session:
         payment = _ours(session, event, obj, job.now(), intent_id=obj["id"])
         if payment is not None:

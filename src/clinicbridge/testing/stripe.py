@@ -11,6 +11,7 @@ it on 127.0.0.1 (``with fake.serve() as url``) and point the ``stripe`` integrat
 * ``Idempotency-Key``: the same key with the same parameters replays the first
   answer (``Idempotent-Replayed: true``); with other parameters it is a 400
   ``idempotency_error``; keys are scoped to the API key;
+* products, recurring prices, subscriptions and their invoices (``stripe_billing``);
 * customers, payment_intents (create, retrieve, confirm with a test payment method,
   cancel, capture), charges, refunds (create, retrieve, list by charge), checkout
   sessions (payment mode: ``url``, ``expires_at``, expire), balance;
@@ -44,7 +45,8 @@ from typing import Any
 
 import httpx
 
-from clinicbridge.testing.stripe_objects import API_VERSION, StripeObjects
+from clinicbridge.testing.stripe_billing import StripeBilling
+from clinicbridge.testing.stripe_objects import API_VERSION, _public
 from clinicbridge.testing.stripe_wire import (
     StripeError,
     WireRequest,
@@ -76,7 +78,7 @@ class Recorded:
 
 
 @dataclass
-class FakeStripe(StripeObjects):
+class FakeStripe(StripeBilling):
     api_key: str = "sk_test_fake0000000000000000000000"
     webhook_secret: str = "whsec_fake00000000000000000000000000"  # noqa: S105
     base_url: str = "https://checkout.stripe.test"  # where checkout session URLs point
@@ -274,6 +276,9 @@ class FakeStripe(StripeObjects):
                 return self._find("checkout.session", object_id, "session")
             case "POST", ["checkout", "sessions", object_id, "expire"]:
                 return self.expire_session(object_id)
+        billing = self._billing_route(method, parts, params)
+        if billing is not None:
+            return _public(billing)
         raise invalid(f"Unrecognized request URL ({method}: {path}).")
 
     def _request_id(self) -> str:
