@@ -19,10 +19,11 @@ run: install
 	$(CLI) demo >/dev/null
 	$(CLI) serve
 
+# The two runs are independent (own databases, servers on free ports), so they run side
+# by side, one per core; each run's output is printed whole when it ends.
 test: install
 	scripts/install-system-deps.sh
-	$(MAKE) --no-print-directory test-sqlite
-	$(MAKE) --no-print-directory test-postgres
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: install
 	@echo "== test suite on SQLite" >&2
