@@ -16,6 +16,7 @@ from clinicbridge.messaging import (
     reminders,
     sending,
     twilio_events,
+    video_links,
 )
 from clinicbridge.payments import receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
@@ -40,5 +41,6 @@ __all__ = [
     "sending",
     "stripe_events",
     "twilio_events",
+    "video_links",
     "video_meetings",
 ]
