@@ -4,6 +4,7 @@ The API process and every worker import this, so a job enqueued by one is
 understood by all.
 """
 
+from clinicbridge.calendars import backfill as calendar_backfill
 from clinicbridge.calendars import export as calendar_export
 from clinicbridge.calendars import freshcheck as calendar_freshcheck
 from clinicbridge.calendars import jobs as calendar_jobs
@@ -27,6 +28,7 @@ __all__ = [
     "alerts",
     "booking_messages",
     "bookings",
+    "calendar_backfill",
     "calendar_export",
     "calendar_freshcheck",
     "calendar_jobs",
