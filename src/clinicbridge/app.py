@@ -35,6 +35,7 @@ from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import calendars as web_calendars
 from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import messages as web_messages
@@ -114,6 +115,7 @@ def create_app(
     app.include_router(web_messages.router)
     app.include_router(web_conversations.router)
     app.include_router(web_reminder_rules.router)
+    app.include_router(web_calendars.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(PublicCorsMiddleware)
