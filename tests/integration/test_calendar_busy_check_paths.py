@@ -85,10 +85,13 @@ def test_any_provider_is_checked_for_the_provider_the_engine_picks(
     assert ok(_any(client, clinic, setup, later), 201)["provider_id"] == setup.provider
 
 
-def _voice(client: TestClient, integration: str, args: dict[str, Any], call_id: str) -> Any:
+def _voice(
+    client: TestClient, integration: str, args: dict[str, Any], call_id: str,
+    tool: str = "bookAppointment",
+) -> Any:  # fmt: skip
     response = client.post(
         f"/voice/vapi/{integration}",
-        json=message([("bookAppointment", args)], call_id=call_id, number=None),
+        json=message([(tool, args)], call_id=call_id, number=None),
         headers={"X-Vapi-Secret": SECRET},
     )
     assert response.status_code == 200, response.text
@@ -117,3 +120,10 @@ def test_the_voice_receptionist_books_through_the_same_check(
     moved = _voice(client, integration, {**args, "start": later}, "call-3")
     assert moved["success"] is True and moved["provider_id"] == setup.provider, moved
     assert len(_bookings(db)) == 2
+    # moving that booking onto the busy time is refused as well; it keeps its time
+    back = {**caller, "confirmation_code": moved["confirmation_code"], "new_start": start}
+    refused = _voice(client, integration, back, "call-4", tool="rescheduleAppointment")
+    assert refused["success"] is False and refused["error"] == "slot_taken", refused
+    with db.read() as session:
+        kept = session.scalar(sa.select(Booking).where(Booking.id == moved["booking_id"]))
+    assert kept is not None and kept.starts_at == datetime.fromisoformat(later)
