@@ -399,3 +399,59 @@ def test_no_follow_up_when_the_confirmation_carried_the_link(
     with db.read() as session:
         kinds = session.scalars(sa.select(Message.kind)).all()
     assert kinds == ["booking.confirmation"]
+
+
+def test_a_reschedule_with_new_daily_tokens_sends_the_new_link(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    from clinicbridge.messaging import booking_messages, video_links
+    from clinicbridge.messaging.models import Message
+
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    booked = ok(
+        client.post(
+            f"{API}/bookings",
+            json={
+                "service_id": service,
+                "provider_id": setup.provider,
+                "start": _slot(client, clinic, setup),
+                "patient": {**PATIENT, "email": "helene@example.com"},
+            },
+            headers=clinic.headers,
+        ),
+        201,
+    )
+    run_jobs(db, settings, meetings.KIND)
+    first = _video(client, clinic, booked["id"])["join_url"]
+    run_jobs(db, settings, video_links.KIND)  # no message yet: nothing
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)  # the confirmation, with the link
+    later = _slot(client, clinic, setup, offset_hours=18)
+    ok(client.post(f"{API}/bookings/{booked['id']}/reschedule", json={"start": later},
+                   headers=clinic.headers))  # fmt: skip
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)  # built before the new tokens
+    run_jobs(db, settings, meetings.KIND)
+    second = _video(client, clinic, booked["id"])["join_url"]
+    assert second != first
+    run_jobs(db, settings, video_links.KIND)
+    with db.read() as session:
+        sent = session.scalars(sa.select(Message).order_by(Message.created_at, Message.id)).all()
+    assert [m.kind for m in sent] == [
+        "booking.confirmation",
+        "booking.rescheduled",
+        "booking.video_link",
+    ]
+    assert first in sent[1].body and second in sent[2].body and first not in sent[2].body
