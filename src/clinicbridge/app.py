@@ -37,6 +37,7 @@ from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import calendars as web_calendars
 from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import messages as web_messages
@@ -70,6 +71,7 @@ def _routes() -> tuple[BaseRoute, ...]:
         web_messages.router,
         web_conversations.router,
         web_reminder_rules.router,
+        web_calendars.router,
     ):
         router.include_router(part)
     return tuple(router.routes)

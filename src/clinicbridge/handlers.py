@@ -4,6 +4,7 @@ The API process and every worker import this, so a job enqueued by one is
 understood by all.
 """
 
+from clinicbridge.calendars import backfill as calendar_backfill
 from clinicbridge.calendars import export as calendar_export
 from clinicbridge.calendars import freshcheck as calendar_freshcheck
 from clinicbridge.calendars import jobs as calendar_jobs
@@ -16,6 +17,7 @@ from clinicbridge.messaging import (
     reminders,
     sending,
     twilio_events,
+    video_links,
 )
 from clinicbridge.payments import memberships_events, receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
@@ -26,6 +28,7 @@ __all__ = [
     "alerts",
     "booking_messages",
     "bookings",
+    "calendar_backfill",
     "calendar_export",
     "calendar_freshcheck",
     "calendar_jobs",
@@ -41,5 +44,6 @@ __all__ = [
     "sending",
     "stripe_events",
     "twilio_events",
+    "video_links",
     "video_meetings",
 ]

@@ -12,9 +12,12 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from clinicbridge.core.clock import SystemClock
 from clinicbridge.core.errors import ExternalServiceError
 from clinicbridge.core.models import Tenant
 from clinicbridge.db.engine import Database
+from clinicbridge.jobs.models import Job
+from clinicbridge.jobs.registry import JobContext
 from clinicbridge.messaging.booking_messages import message_variables
 from clinicbridge.patients.models import Patient
 from clinicbridge.scheduling.models import Booking
@@ -294,3 +297,161 @@ def test_google_meet_on_the_exported_event_without_daily_or_zoom(
         assert meetings.follow_booking(db, vault, booking["id"], datetime.now(UTC)) == "elsewhere"
     finally:
         runtime.configure()
+
+
+def test_a_link_made_after_the_confirmation_follows_it_once(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    from clinicbridge.messaging import booking_messages, video_links
+    from clinicbridge.messaging.models import Message
+
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    daily.failures.extend([503, 503, 503])  # Daily is down when the visit is booked
+    booked = ok(
+        client.post(
+            f"{API}/bookings",
+            json={
+                "service_id": service,
+                "provider_id": setup.provider,
+                "start": _slot(client, clinic, setup),
+                "patient": {**PATIENT, "email": "helene@example.com"},
+            },
+            headers=clinic.headers,
+        ),
+        201,
+    )
+    with pytest.raises(ExternalServiceError):
+        run_jobs(db, settings, meetings.KIND)
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)
+    with db.read() as session:
+        (confirmation,) = session.scalars(sa.select(Message)).all()
+    assert confirmation.kind == "booking.confirmation"
+    assert "Video visit link" not in confirmation.body
+    assert run_jobs(db, settings, video_links.KIND) == 0  # no link yet: nothing to follow
+    run_jobs(db, settings, meetings.KIND)  # Daily is back: the retry makes the room
+    join_url = _video(client, clinic, booked["id"])["join_url"]
+    assert run_jobs(db, settings, video_links.KIND) == 1
+    with db.read() as session:
+        (job,) = session.scalars(sa.select(Job).where(Job.kind == video_links.KIND)).all()
+    context = JobContext(
+        job.id, job.kind, job.tenant_id, dict(job.payload), 2, 5, db, SystemClock().now, settings
+    )
+    assert video_links.follow_up(context) == []  # the job run again: no second message
+    with db.read() as session:
+        sent = session.scalars(sa.select(Message).order_by(Message.created_at, Message.id)).all()
+    follow = [m for m in sent if m.kind == "booking.video_link"]
+    assert len(follow) == 1 and follow[0].channel == "email"
+    assert join_url in follow[0].body and join_url in (follow[0].html or "")
+    assert follow[0].subject is not None and "video link" in follow[0].subject
+
+
+def test_no_follow_up_when_the_confirmation_carried_the_link(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    from clinicbridge.messaging import booking_messages, video_links
+    from clinicbridge.messaging.models import Message
+
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    ok(
+        client.post(
+            f"{API}/bookings",
+            json={
+                "service_id": service,
+                "provider_id": setup.provider,
+                "start": _slot(client, clinic, setup),
+                "patient": {**PATIENT, "email": "helene@example.com"},
+            },
+            headers=clinic.headers,
+        ),
+        201,
+    )
+    run_jobs(db, settings, meetings.KIND)  # the meeting first (the link job finds no message)
+    run_jobs(db, settings, video_links.KIND)
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)  # then the confirmation, with it
+    with db.read() as session:
+        kinds = session.scalars(sa.select(Message.kind)).all()
+    assert kinds == ["booking.confirmation"]
+
+
+def test_a_reschedule_with_new_daily_tokens_sends_the_new_link(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+) -> None:
+    from clinicbridge.messaging import booking_messages, video_links
+    from clinicbridge.messaging.models import Message
+
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    booked = ok(
+        client.post(
+            f"{API}/bookings",
+            json={
+                "service_id": service,
+                "provider_id": setup.provider,
+                "start": _slot(client, clinic, setup),
+                "patient": {**PATIENT, "email": "helene@example.com"},
+            },
+            headers=clinic.headers,
+        ),
+        201,
+    )
+    run_jobs(db, settings, meetings.KIND)
+    first = _video(client, clinic, booked["id"])["join_url"]
+    run_jobs(db, settings, video_links.KIND)  # no message yet: nothing
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)  # the confirmation, with the link
+    later = _slot(client, clinic, setup, offset_hours=18)
+    ok(client.post(f"{API}/bookings/{booked['id']}/reschedule", json={"start": later},
+                   headers=clinic.headers))  # fmt: skip
+    run_jobs(db, settings, booking_messages.LISTENER_KIND)  # built before the new tokens
+    run_jobs(db, settings, meetings.KIND)
+    second = _video(client, clinic, booked["id"])["join_url"]
+    assert second != first
+    run_jobs(db, settings, video_links.KIND)
+    with db.read() as session:
+        sent = session.scalars(sa.select(Message).order_by(Message.created_at, Message.id)).all()
+    assert [m.kind for m in sent] == [
+        "booking.confirmation",
+        "booking.rescheduled",
+        "booking.video_link",
+    ]
+    assert first in sent[1].body and second in sent[2].body and first not in sent[2].body

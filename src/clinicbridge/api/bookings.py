@@ -87,15 +87,17 @@ async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Wri
             "permission",
         )
 
-    tenant_id, provider_id = ctx.tenant_id, body.provider_id
-    if await db.run_read(lambda s: prechecks.needed(s, tenant_id, provider_id)):
-        # outside calendars looked at afresh, in a thread, no transaction open
-        await anyio.to_thread.run_sync(
+    tenant_id, provider_id, service_id = ctx.tenant_id, body.provider_id, body.service_id
+    if await db.run_read(lambda s: prechecks.needed(s, tenant_id, provider_id, service_id)):
+        # outside calendars looked at afresh, in a thread, no transaction open; for
+        # "any", the provider whose calendars were checked is the one booked
+        chosen: str | None = await anyio.to_thread.run_sync(
             partial(
-                prechecks.run, db, request.app.state.settings, tenant_id, body.service_id,
-                provider_id, body.start,
+                prechecks.run, db, request.app.state.settings, tenant_id, service_id,
+                provider_id, body.start, now=ctx.now,
             )
         )  # fmt: skip
+        provider_id = chosen or provider_id
 
     def book(session: Session) -> BookingOut:
         patient_id = body.patient_id
@@ -113,7 +115,7 @@ async def create_booking(body: BookingCreate, request: Request, db: DB, ctx: Wri
             session,
             ctx,
             service_id=body.service_id,
-            provider_id=body.provider_id,
+            provider_id=provider_id,
             start=body.start,
             patient_id=patient_id,
             source="api" if ctx.actor_type == "api_key" else "admin",
@@ -236,7 +238,7 @@ def reschedule_booking(
         current = bookings.get_booking(session, ctx, booking_id)
     prechecks.run(
         db, request.app.state.settings, ctx.tenant_id, current.service_id,
-        body.provider_id or current.provider_id, body.start, booking_id=booking_id,
+        body.provider_id or current.provider_id, body.start, booking_id=booking_id, now=ctx.now,
     )  # fmt: skip
     with db.write() as session:
         row = bookings.reschedule_booking(

@@ -28,6 +28,7 @@ from clinicbridge.calendars.schemas import (
     CalendarAccountOut,
     ConnectionCreate,
     ConnectionOut,
+    ConnectionUpdate,
     SyncStarted,
 )
 from clinicbridge.core.context import Ctx
@@ -127,6 +128,16 @@ def list_connections(provider_id: str, db: DB, ctx: Reader) -> ListOut[Connectio
 def get_connection(provider_id: str, connection_id: str, db: DB, ctx: Reader) -> ConnectionOut:
     with db.read() as session:
         row = connections.get_connection(session, ctx, provider_id, connection_id)
+        return connections.to_out(row, ctx.now)
+
+
+@router.patch(CONNECTIONS + "/{connection_id}", response_model=ConnectionOut)
+def update_connection(
+    provider_id: str, connection_id: str, body: ConnectionUpdate, db: DB, ctx: Writer
+) -> ConnectionOut:
+    """Switch ``export_bookings``; on, the provider's future bookings are written too."""
+    with db.write() as session:
+        row = connections.update_connection(session, ctx, provider_id, connection_id, body)
         return connections.to_out(row, ctx.now)
 
 

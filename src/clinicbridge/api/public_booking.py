@@ -132,7 +132,11 @@ def create_booking(clinic_slug: str, body: PublicBookingIn, request: Request, db
         tenant_id = public.public_clinic(session, clinic_slug).id
     ctx = public.public_ctx(tenant_id, now, request_id, _ip(request))
     settings = request.app.state.settings
-    prechecks.run(db, settings, tenant_id, body.service_id, body.provider_id, body.start)
+    chosen = prechecks.run(
+        db, settings, tenant_id, body.service_id, body.provider_id, body.start, now=now
+    )
+    if chosen and chosen != body.provider_id:  # "any": the provider that was checked
+        body = body.model_copy(update={"provider_id": chosen})
     with db.write() as session:
         answer = public.book(session, ctx, body)
     return JSONResponse(answer, status_code=201, headers=_NO_STORE)

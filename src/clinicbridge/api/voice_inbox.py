@@ -5,8 +5,9 @@ find the enabled Vapi integration (404 otherwise) → check its secret (401; 404
 when the request carries another clinic's voice secret: to that clinic this is
 another clinic's resource; failures are rate-limited per source IP) →
 read the message (422 problem+json when it is not a Vapi server message) → run
-the tool calls in one write transaction → ``{"results": [...]}``. Other server
-messages (status updates, reports) are acknowledged and ignored.
+the tool calls in one write transaction (again after a fresh calendar check that they
+ask for) → ``{"results": [...]}``. Other server messages (status updates, reports)
+are acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from clinicbridge.audit import record_system
 from clinicbridge.core.errors import NotFoundError, Problem, WebhookVerificationError
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.registry import IntegrationRegistry, integrations
+from clinicbridge.settings import Settings
 from clinicbridge.vault.service import Vault
 from clinicbridge.vault.shared import shared_vault
 from clinicbridge.voice import dates, service, vapi
@@ -61,6 +63,7 @@ async def vapi_server(integration_id: str, request: Request) -> Response:
     work = partial(
         _handle,
         db,
+        request.app.state.settings,
         shared_vault(db, request.app.state.settings.master_key_file),
         registry,
         integration_id,
@@ -79,6 +82,7 @@ async def vapi_server(integration_id: str, request: Request) -> Response:
 
 def _handle(
     db: Database,
+    settings: Settings,
     vault: Vault,
     registry: IntegrationRegistry,
     integration_id: str,
@@ -113,6 +117,5 @@ def _handle(
         return {}
     dates.warm()  # once per process, outside the write transaction
     ctx = service.voice_ctx(endpoint, now, request_id, source_ip)
-    with db.write() as session:
-        results = service.handle_tool_calls(session, ctx, endpoint, message)
+    results = service.answer_tool_calls(db, settings, ctx, endpoint, message)
     return vapi.answer(results)

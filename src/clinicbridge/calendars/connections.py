@@ -19,12 +19,18 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record
 from clinicbridge.calendars import caldav, google, push
+from clinicbridge.calendars.backfill import queue_backfill
 from clinicbridge.calendars.blocks import count
 from clinicbridge.calendars.calls import Authorized
 from clinicbridge.calendars.errors import CalendarNotAuthorized
 from clinicbridge.calendars.models import CalendarAccount, CalendarConnection
 from clinicbridge.calendars.runtime import connector_for, context
-from clinicbridge.calendars.schemas import ConnectionCreate, ConnectionOut, SyncStatus
+from clinicbridge.calendars.schemas import (
+    ConnectionCreate,
+    ConnectionOut,
+    ConnectionUpdate,
+    SyncStatus,
+)
 from clinicbridge.calendars.sync import enqueue_sync
 from clinicbridge.calendars.tokens import TokenSource
 from clinicbridge.core.context import Ctx
@@ -168,6 +174,8 @@ def create_connection(
             },
         )
         job = enqueue_sync(session, row, ctx.now, reason="created")
+        if row.export_bookings:  # the provider's future bookings too, not only new ones
+            queue_backfill(session, row, ctx.now)
         return row, job
 
 
@@ -266,6 +274,37 @@ def delete_connection(session: Session, ctx: Ctx, provider_id: str, connection_i
     session.delete(row)
     session.flush()
     return removed
+
+
+def update_connection(
+    session: Session, ctx: Ctx, provider_id: str, connection_id: str, data: ConnectionUpdate
+) -> CalendarConnection:
+    """Switch export on or off. On: the provider's future bookings are written too (a
+    backfill job). Off: new changes are no longer written; events already in the
+    calendar stay (a cancel or move of an exported booking still updates them)."""
+    row = get_connection(session, ctx, provider_id, connection_id)
+    if data.export_bookings is None or data.export_bookings == row.export_bookings:
+        return row
+    if data.export_bookings and row.account_id is not None:
+        account = session.get(CalendarAccount, row.account_id)
+        if account is None or not _can_write(account):
+            raise InvalidInputError.one(
+                "export_bookings",
+                "the authorization is read-only: authorize again with export_bookings",
+                "read_only",
+            )
+    row.export_bookings, row.updated_at = data.export_bookings, ctx.now
+    record(
+        session,
+        ctx,
+        "calendar_connection.update",
+        "calendar_connection",
+        row.id,
+        diff={"export_bookings": data.export_bookings},
+    )
+    if data.export_bookings:
+        queue_backfill(session, row, ctx.now)
+    return row
 
 
 def sync_now(session: Session, ctx: Ctx, provider_id: str, connection_id: str) -> EnqueuedJob:

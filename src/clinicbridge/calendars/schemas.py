@@ -52,6 +52,10 @@ class ConnectionCreate(Strict):
     export_bookings: bool = True
 
 
+class ConnectionUpdate(Strict):
+    export_bookings: bool | None = None
+
+
 class SyncStatus(BaseModel):
     last_sync_at: datetime | None
     last_success_at: datetime | None

@@ -117,6 +117,17 @@ _TEXTS: dict[str, dict[str, _Texts]] = {
                 ("Cancel appointment", "links.cancel_url"),
             ),
         ),
+        "booking.video_link": _Texts(
+            sms="Hi {{ patient.first_name }}, here is the video link for your appointment at "
+            "{{ clinic.name }} on {{ booking.start_text }}: {{ booking.video_url }}",
+            push_title="Your video visit link",
+            push="{{ booking.service }} at {{ clinic.name }} on {{ booking.start_text }}: "
+            "the link is ready",
+            subject="The video link for your appointment at {{ clinic.name }}",
+            intro="The link for your video visit at {{ clinic.name }} is ready.",
+            rows=_booking_rows("en"),
+            actions=(("Join the video visit", "booking.video_url"),),
+        ),
         "payment.receipt": _Texts(
             sms="Hi {{ patient.first_name }}, thank you for your payment of "
             "{{ payment.amount_text }} to {{ clinic.name }}. Receipt: {{ payment.receipt_url }}",
@@ -186,6 +197,17 @@ _TEXTS: dict[str, dict[str, _Texts]] = {
                 ("Confirmer la nouvelle heure", "links.confirm_url"),
                 ("Annuler le rendez-vous", "links.cancel_url"),
             ),
+        ),
+        "booking.video_link": _Texts(
+            sms="Bonjour {{ patient.first_name }}, voici le lien vidéo de votre rendez-vous "
+            "chez {{ clinic.name }} le {{ booking.start_text }} : {{ booking.video_url }}",
+            push_title="Lien de votre visite vidéo",
+            push="{{ booking.service }} chez {{ clinic.name }} le {{ booking.start_text }} : "
+            "le lien est prêt",
+            subject="Le lien vidéo de votre rendez-vous chez {{ clinic.name }}",
+            intro="Le lien de votre visite vidéo chez {{ clinic.name }} est prêt.",
+            rows=_booking_rows("fr"),
+            actions=(("Rejoindre la visite vidéo", "booking.video_url"),),
         ),
         "payment.receipt": _Texts(
             sms="Bonjour {{ patient.first_name }}, {{ clinic.name }} confirme votre paiement "

@@ -49,6 +49,7 @@ KIND_VARIABLES: dict[str, VariableSpec] = {
         **_BOOKING_VARS,
         "booking": _BOOKING | {"previous_start_text"},
     },
+    "booking.video_link": _BOOKING_VARS,  # the link, when it came after the confirmation
     "payment.receipt": {
         "clinic": _CLINIC,
         "patient": _PATIENT,

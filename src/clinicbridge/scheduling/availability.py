@@ -412,6 +412,27 @@ def search_slots(
     return Found(rows, dict(eligible), length)
 
 
+def free_providers_at(
+    conn: Reader, tenant_id: str, service_id: str, start: datetime, end: datetime, now: datetime
+) -> list[str]:
+    """The eligible providers with a slot starting at ``start``, in the order "any" picks
+    them: fewest bookings in ``[start's day as the caller reads it, end)`` first, ties
+    by lowest id (the ranking of ``search_slots`` over the same range)."""
+    if isinstance(conn, Session):
+        conn = conn.connection()
+    rules = _service_rules(conn, tenant_id, service_id)
+    if rules is None:
+        return []
+    at = int(start.timestamp())
+    ranked: list[tuple[int, str]] = []
+    for pid, tz in eligible_providers(conn, tenant_id, service_id):
+        day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+        inp = load_input(conn, tenant_id, rules, pid, day, end, now, timezone=tz)
+        if any(found == at for found, _seats, _offset in slot_starts(inp)):
+            ranked.append((inp.bookings_in_range, pid))
+    return [pid for _booked, pid in sorted(ranked)]
+
+
 def find_slots(
     session: Session,
     tenant_id: str,

@@ -313,6 +313,18 @@ def _provider_tz(session: Session, ctx: Ctx, service: Service, provider_id: str)
     )
 
 
+def providers_at(
+    session: Session, tenant_id: str, service_id: str, start: datetime, now: datetime
+) -> list[str]:
+    """The providers free at ``start``, in the order "any" picks them: fewest bookings
+    that day first (as ``start``'s offset reads it; ties: lowest id), as a search of that
+    day offers them."""
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    return availability.free_providers_at(
+        session, tenant_id, service_id, start, day + timedelta(days=1), now
+    )
+
+
 def _pick_provider(session: Session, ctx: Ctx, service: Service, start: datetime) -> str:
     """For "any": the free provider with the fewest bookings that day (as ``start``'s
     offset reads it; ties: lowest id), as a search of that day offers it."""

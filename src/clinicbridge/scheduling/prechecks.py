@@ -6,19 +6,29 @@ the provider's outside calendars afresh); the entry points that can afford an ou
 call before their transaction (``POST /api/v1/bookings``, ``POST .../reschedule``, the
 public booking API) run them with no transaction open, each bounded by its own timeout.
 A check refuses the time by raising a ``ClinicBridgeError`` (409, or 503 when the clinic
-chose to block bookings it cannot verify). A booking for ``any`` provider is checked
-after the fact only (the provider is chosen inside the booking's transaction).
+chose to block bookings it cannot verify).
+
+A booking for ``any`` provider is checked for the provider the engine would choose
+(``bookings.providers_at``, read before the transaction); when that provider's calendar
+refuses the time, the next free provider is tried, and so on. ``run`` answers the
+provider to book: the caller writes the booking for it, so the provider that was checked
+is the one booked. The voice receptionist, which runs its tools inside one write
+transaction, asks for a check by raising ``voice.backend.PrecheckNeeded`` and runs the
+tools again once the check is done (``voice.service.answer_tool_calls``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from clinicbridge.core.errors import ClinicBridgeError
 from clinicbridge.db.engine import Database
+from clinicbridge.scheduling import availability
+from clinicbridge.scheduling.bookings import providers_at
 from clinicbridge.scheduling.models import Service
 from clinicbridge.settings import Settings
 
@@ -41,24 +51,39 @@ Check = Callable[[Proposed], None]
 # the common case (no outside system) costs no thread hop and no outside call.
 Applies = Callable[[Session, str, str], bool]
 _checks: list[Check] = []
-_applies: list[Applies] = []
+_applies_list: list[Applies] = []
 
 
 def register(check: Check, applies: Applies | None = None) -> Check:
     if check not in _checks:
         _checks.append(check)
         if applies is not None:
-            _applies.append(applies)
+            _applies_list.append(applies)
     return check
 
 
-def needed(session: Session, tenant_id: str, provider_id: str | None) -> bool:
-    """False when no registered check has anything to look at (then ``run`` may be skipped)."""
-    if not _checks or not provider_id or provider_id == "any":
-        return False
-    if len(_applies) < len(_checks):
+ANY = "any"
+
+
+def _applies(session: Session, tenant_id: str, provider_id: str) -> bool:
+    if len(_applies_list) < len(_checks):
         return True  # a check without its own test: always run
-    return any(applies(session, tenant_id, provider_id) for applies in _applies)
+    return any(applies(session, tenant_id, provider_id) for applies in _applies_list)
+
+
+def needed(
+    session: Session, tenant_id: str, provider_id: str | None, service_id: str | None = None
+) -> bool:
+    """False when no registered check has anything to look at (then ``run`` may be
+    skipped). For ``any``, whether it has for one of the service's providers."""
+    if not _checks or not provider_id:
+        return False
+    if provider_id != ANY:
+        return _applies(session, tenant_id, provider_id)
+    if service_id is None:
+        return False
+    eligible = availability.eligible_providers(session.connection(), tenant_id, service_id)
+    return any(_applies(session, tenant_id, pid) for pid, _tz in eligible)
 
 
 def run(
@@ -70,16 +95,42 @@ def run(
     start: datetime,
     *,
     booking_id: str | None = None,
-) -> None:
-    """Run every registered check (blocking; call it from a thread, not the event loop)."""
+    now: datetime | None = None,
+) -> str | None:
+    """Run every registered check (blocking; call it from a thread, not the event loop).
+
+    Answers the provider to book: ``provider_id`` itself, or for ``any`` the first free
+    provider whose checks pass (``any`` itself when none has anything to check). A
+    refusal raises the check's error (for ``any``: the first one, when all refuse)."""
     with db.read() as session:
-        if not needed(session, tenant_id, provider_id):
-            return
-        assert provider_id is not None
         service = session.get(Service, service_id)
         if service is None or service.tenant_id != tenant_id:
-            return  # the booking itself answers the unknown service
+            return provider_id  # the booking itself answers the unknown service
+        if not needed(session, tenant_id, provider_id, service_id):
+            return provider_id
+        assert provider_id is not None
         end = start + timedelta(minutes=service.duration_minutes)
-    proposed = Proposed(db, settings, tenant_id, provider_id, start, end, booking_id)
-    for check in _checks:
-        check(proposed)
+        if provider_id != ANY:
+            candidates = [(provider_id, True)]
+        else:
+            free = providers_at(session, tenant_id, service_id, start, now or datetime.now(UTC))
+            candidates = [(pid, _applies(session, tenant_id, pid)) for pid in free]
+            if not any(checked for _pid, checked in candidates):
+                return provider_id  # the engine picks in the booking's transaction
+    refused: ClinicBridgeError | None = None
+    for candidate, checked in candidates:
+        if not checked:
+            return candidate
+        proposed = Proposed(db, settings, tenant_id, candidate, start, end, booking_id)
+        try:
+            for check in _checks:
+                check(proposed)
+        except ClinicBridgeError as exc:
+            if provider_id != ANY:
+                raise
+            refused = refused or exc
+            continue
+        return candidate
+    if refused is not None:
+        raise refused
+    return provider_id  # nobody is free: the booking answers that (409 with next slots)

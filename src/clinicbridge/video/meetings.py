@@ -11,7 +11,10 @@ transaction (``scheduling.events.on_change``); the job:
 
 A provider outage never blocks the booking: the job retries with backoff, and the link
 reaches the patient when it is ready (confirmation messages carry it if it is ready
-when they are built; reminders, built later, do). The links open the meeting, so they
+when they are built; reminders, built later, do). Whenever a link is new (created, or
+new tokens on a reschedule), the ``on_link`` hooks run in the same transaction: the
+messaging package queues its follow-up there, so a patient whose confirmation went out
+without the link gets it (``booking.video_link``). The links open the meeting, so they
 are sealed in the vault and shown only to staff (``GET /api/v1/bookings/{id}/video``)
 and to the patient in messages (``booking.video_url``).
 """
@@ -19,6 +22,7 @@ and to the patient in messages (``booking.video_url``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 import httpx
@@ -51,6 +55,17 @@ GONE = ("cancelled", "expired")
 
 # Tests point the providers at a fake (as messaging senders and calendars do).
 _transport: httpx.BaseTransport | None = None
+
+# Called with (session, meeting, booking) in the transaction that stored a new link.
+LinkHook = Callable[[Session, VideoMeeting, Booking], None]
+_link_hooks: list[LinkHook] = []
+
+
+def on_link(hook: LinkHook) -> LinkHook:
+    """Run ``hook`` whenever a meeting gets a new patient link (decorator)."""
+    if hook not in _link_hooks:
+        _link_hooks.append(hook)
+    return hook
 
 
 def configure(*, transport: httpx.BaseTransport | None = None) -> None:
@@ -205,6 +220,10 @@ def _save(
             row.links = {}
         row.status, row.version, row.last_error = status, booking.version, (error or None)
         row.starts_at, row.ends_at, row.updated_at = booking.starts_at, booking.ends_at, now
+        if status == "ready" and made is not None:
+            session.flush()
+            for hook in _link_hooks:
+                hook(session, row, booking)
 
 
 def links(session: Session, vault: Vault, booking_id: str) -> dict[str, str] | None:

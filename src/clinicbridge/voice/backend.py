@@ -6,7 +6,13 @@ is ClinicBridge's own implementation on the scheduling and patients services, in
 the caller's session and transaction.
 
 Errors: the domain's own (``InvalidInputError``, ``NotFoundError``,
-``ConflictError``) plus ``SlotTaken`` carrying the next open slots.
+``ConflictError``) plus ``SlotTaken`` carrying the next open slots (``CalendarRefused``
+when the provider's outside calendar has the time busy).
+
+The fresh calendar check (``scheduling.prechecks``) makes outside calls, which must not
+happen inside the tools' write transaction: a booking or a move that needs one raises
+``PrecheckNeeded`` (the transaction is rolled back); ``voice.service.answer_tool_calls``
+runs the check with no transaction open, records its verdict, and runs the tools again.
 The scheduling services are imported where used, so that the voice routes load
 with the scheduling models alone.
 """
@@ -21,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ConflictError
+from clinicbridge.core.errors import ClinicBridgeError, ConflictError
 from clinicbridge.core.models import Tenant
 from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.patients import records as patient_records
@@ -86,6 +92,28 @@ class SlotTaken(Exception):
     """The slot is not (or no longer) free; ``next_slots`` are the nearest open ones."""
 
     next_slots: list[SlotInfo] = field(default_factory=list)
+
+
+class CalendarRefused(SlotTaken):
+    """The provider's outside calendar has this time busy (the fresh calendar check)."""
+
+
+# (provider, start, booking moved) -> None when the fresh check passed, else its refusal
+Verdicts = dict[tuple[str, datetime, str | None], ClinicBridgeError | None]
+
+
+@dataclass
+class PrecheckNeeded(Exception):
+    """This time needs the fresh calendar check first, outside the transaction."""
+
+    service_id: str
+    provider_id: str
+    start: datetime
+    booking_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, datetime, str | None]:
+        return (self.provider_id, self.start, self.booking_id)
 
 
 class PracticeBackend(Protocol):
@@ -163,8 +191,9 @@ def _booking(row: Booking) -> BookingInfo:
 class NativeBackend:
     """ClinicBridge's own scheduling and patients, in ``session`` as ``ctx``."""
 
-    def __init__(self, session: Session, ctx: Ctx) -> None:
+    def __init__(self, session: Session, ctx: Ctx, verdicts: Verdicts | None = None) -> None:
         self.session, self.ctx = session, ctx
+        self.verdicts: Verdicts = verdicts if verdicts is not None else {}
         self._timezone: str | None = None
         # Read once per request: a request's tool calls see one configuration.
         self._services: list[ServiceInfo] | None = None
@@ -235,6 +264,7 @@ class NativeBackend:
     ) -> BookingInfo:
         from clinicbridge.scheduling import bookings
 
+        self._precheck(service_id, provider_id, start)
         try:
             row = bookings.create_booking(
                 self.session,
@@ -264,11 +294,33 @@ class NativeBackend:
     def reschedule(self, booking_id: str, start: datetime) -> BookingInfo:
         from clinicbridge.scheduling import bookings
 
+        current = self.session.scalar(
+            scoped_select(Booking, self.ctx.tenant_id).where(Booking.id == booking_id)
+        )
+        if current is not None:  # otherwise the move answers "not found"
+            self._precheck(current.service_id, current.provider_id, start, booking_id)
         try:
             row = bookings.reschedule_booking(self.session, self.ctx, booking_id, start=start)
         except bookings.SlotTakenError as exc:
             raise SlotTaken(_next_slots(exc)) from None
         return _booking(row)
+
+    def _precheck(
+        self, service_id: str, provider_id: str, start: datetime, booking_id: str | None = None
+    ) -> None:
+        from clinicbridge.scheduling import prechecks
+
+        if not prechecks.needed(self.session, self.ctx.tenant_id, provider_id):
+            return
+        need = PrecheckNeeded(service_id, provider_id, start, booking_id)
+        if need.key not in self.verdicts:
+            raise need
+        refusal = self.verdicts[need.key]
+        if refusal is None:
+            return
+        if isinstance(refusal, ConflictError):
+            raise CalendarRefused([])
+        raise refusal
 
     def cancel(self, booking_id: str, reason: str) -> BookingInfo:
         from clinicbridge.scheduling import bookings

@@ -4,7 +4,10 @@ A request to ``/voice/vapi/{integration_id}`` belongs to the clinic that owns th
 integration, never to anything in the message. Its secret is the integration's
 own ``webhook_secret`` (the current one, and the previous one during rotation).
 Each tool call runs in a savepoint of the request's write transaction: a failed
-tool leaves nothing half-written, and its log row is written either way.
+tool leaves nothing half-written, and its log row is written either way. A booking or
+a move whose provider has outside calendars needs the fresh calendar check first: the
+transaction is rolled back, the check runs with none open, and the tool calls run again
+with its verdict (``answer_tool_calls``; at most ``MAX_PRECHECKS`` checks a request).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import (
+    ClinicBridgeError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
@@ -34,13 +38,15 @@ from clinicbridge.core.errors import (
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.pagination import Page, paginate
 from clinicbridge.core.tenancy import scoped_select
+from clinicbridge.db.engine import Database
 from clinicbridge.integrations.models import Integration
 from clinicbridge.integrations.registry import IntegrationRegistry
 from clinicbridge.integrations.service import webhook_secrets
 from clinicbridge.patients.normalize import phone_e164, region_of
+from clinicbridge.settings import Settings
 from clinicbridge.vault.service import Vault
 from clinicbridge.voice import dates, vapi
-from clinicbridge.voice.backend import NativeBackend, PracticeBackend
+from clinicbridge.voice.backend import NativeBackend, PracticeBackend, PrecheckNeeded, Verdicts
 from clinicbridge.voice.catalog import TOOLS
 from clinicbridge.voice.models import VoiceCall, VoiceToolCall
 from clinicbridge.voice.toolkit import Args, Outcome, ToolEnv, ToolError
@@ -207,6 +213,41 @@ def call_state(
     return session.scalars(stmt).one()
 
 
+MAX_PRECHECKS = 4
+
+
+class _TooManyChecks(ConflictError):
+    type_slug = "calendar-busy"
+    title = "Slot taken"
+
+
+def answer_tool_calls(
+    db: Database, settings: Settings, ctx: Ctx, endpoint: VoiceEndpoint, message: vapi.ServerMessage
+) -> list[tuple[str, str]]:
+    """``handle_tool_calls`` in one write transaction, the fresh calendar checks it asks
+    for run in between with no transaction open."""
+    from clinicbridge.scheduling import prechecks  # with the booking services: where used
+
+    verdicts: Verdicts = {}
+    while True:
+        try:
+            with db.write() as session:
+                return handle_tool_calls(session, ctx, endpoint, message, verdicts=verdicts)
+        except PrecheckNeeded as need:
+            verdict: ClinicBridgeError | None = None
+            if len(verdicts) >= MAX_PRECHECKS:
+                verdict = _TooManyChecks("Too many times to check in one request.")
+            else:
+                try:
+                    prechecks.run(
+                        db, settings, ctx.tenant_id, need.service_id, need.provider_id,
+                        need.start, booking_id=need.booking_id, now=ctx.now,
+                    )  # fmt: skip
+                except ClinicBridgeError as exc:
+                    verdict = exc
+            verdicts[need.key] = verdict
+
+
 def handle_tool_calls(
     session: Session,
     ctx: Ctx,
@@ -214,10 +255,12 @@ def handle_tool_calls(
     message: vapi.ServerMessage,
     *,
     backend: PracticeBackend | None = None,
+    verdicts: Verdicts | None = None,
 ) -> list[tuple[str, str]]:
-    """Run each tool call in order; ``(tool call id, result)`` for Vapi's answer."""
+    """Run each tool call in order; ``(tool call id, result)`` for Vapi's answer.
+    ``PrecheckNeeded`` escapes: the caller rolls back, checks, and calls again."""
     call = call_state(session, endpoint, message, ctx.now)
-    practice = backend or NativeBackend(session, ctx)
+    practice = backend or NativeBackend(session, ctx, verdicts)
     out = []
     for tool_call in message.tool_calls:
         began = time.perf_counter()
@@ -266,6 +309,9 @@ def _run(session: Session, env: ToolEnv, tool_call: vapi.ToolCall) -> Outcome:
     savepoint = session.begin_nested()
     try:
         outcome = spec.run(env, Args(tool_call.arguments))
+    except PrecheckNeeded:
+        savepoint.rollback()
+        raise
     except Exception as exc:
         outcome = _failure(exc, tool_call.name)
     if outcome.success:

@@ -12,10 +12,17 @@ birth in its arguments it verifies them first.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from clinicbridge.voice import dates
-from clinicbridge.voice.backend import PatientInfo, ServiceInfo, SlotInfo, SlotTaken
+from clinicbridge.voice.backend import (
+    CalendarRefused,
+    PatientInfo,
+    ServiceInfo,
+    SlotInfo,
+    SlotTaken,
+)
 from clinicbridge.voice.speech import (
     LISTED_SLOTS,
     booking_data,
@@ -116,15 +123,22 @@ def book_appointment(env: ToolEnv, args: Args) -> Outcome:
     if not free:
         return _slot_gone(env, service, provider_id, start, names, "slot_unavailable")
     patient = booking_patient(env, args)
-    try:
-        booking = env.backend.book(
-            service_id=service.id,
-            provider_id=free[0].provider_id,
-            start=start,
-            patient_id=patient.id,
-        )
-    except SlotTaken as exc:
-        return _slot_gone(env, service, provider_id, start, names, "slot_taken", exc.next_slots)
+    booking = None
+    for slot in _candidates(env, service, provider_id, start, free[0]):
+        try:
+            booking = env.backend.book(
+                service_id=service.id,
+                provider_id=slot.provider_id,
+                start=start,
+                patient_id=patient.id,
+            )
+        except CalendarRefused:
+            continue  # that provider's own calendar has the time busy: the next one
+        except SlotTaken as exc:
+            return _slot_gone(env, service, provider_id, start, names, "slot_taken", exc.next_slots)
+        break
+    if booking is None:
+        return _slot_gone(env, service, provider_id, start, names, "slot_taken")
     who = names.get(booking.provider_id)
     return Outcome(
         f"You are booked for {service.name} on {spoken_time(booking.start, tz)}"
@@ -132,6 +146,22 @@ def book_appointment(env: ToolEnv, args: Args) -> Outcome:
         + f". Your confirmation code is {booking.confirmation_code}.",
         {**booking_data(booking, env), "service": service.name, "provider": who},
     )
+
+
+def _candidates(
+    env: ToolEnv, service: ServiceInfo, provider_id: str | None, start: datetime, first: SlotInfo
+) -> Iterator[SlotInfo]:
+    """The slot the engine offers, then, when any provider will do and that one's own
+    calendar refuses the time, the other providers free then (looked up only if needed)."""
+    yield first
+    if provider_id is not None:
+        return
+    for other in service.provider_ids:
+        if other == first.provider_id:
+            continue
+        for slot in open_slots(env, service, other, start, start + timedelta(minutes=1)):
+            if slot.start == start:
+                yield slot
 
 
 def _slot_gone(
@@ -144,7 +174,9 @@ def _slot_gone(
     suggested: list[SlotInfo] | None = None,
 ) -> Outcome:
     tz = env.tz
-    slots = suggested or nearest_slots(env, service, provider_id, start)
+    # never the time refused (an outside calendar's busy time is not imported yet)
+    slots = [s for s in suggested or nearest_slots(env, service, provider_id, start)
+             if s.start != start]  # fmt: skip
     text = f"I am sorry, {spoken_time(start, tz)} is not available."
     if slots:
         text += f" The nearest openings are {spoken_slots(slots, tz)}."
