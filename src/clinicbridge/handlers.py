@@ -17,7 +17,7 @@ from clinicbridge.messaging import (
     sending,
     twilio_events,
 )
-from clinicbridge.payments import receipts, reconcile, stripe_events
+from clinicbridge.payments import connect, receipts, reconcile, stripe_events, terminal, transfers
 from clinicbridge.scheduling import bookings
 from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
@@ -30,6 +30,7 @@ __all__ = [
     "calendar_freshcheck",
     "calendar_jobs",
     "calendar_sync",
+    "connect",
     "delivery",
     "email_events",
     "processing",
@@ -39,6 +40,8 @@ __all__ = [
     "reminders",
     "sending",
     "stripe_events",
+    "terminal",
+    "transfers",
     "twilio_events",
     "video_meetings",
 ]

@@ -10,6 +10,7 @@ from clinicbridge.api import (
     billing,
     bookings,
     calendars,
+    connect,
     conversations,
     ical_feeds,
     integration_health,
@@ -28,6 +29,7 @@ from clinicbridge.api import (
     tasks,
     tax_rates,
     tenant,
+    terminal,
     users,
     video_meetings,
     voice,
@@ -66,6 +68,8 @@ def api_v1_router() -> APIRouter:
         billing,
         payments,
         refunds,
+        connect,
+        terminal,
         video_meetings,
     ):
         router.include_router(module.router)
