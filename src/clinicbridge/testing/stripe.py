@@ -13,7 +13,8 @@ it on 127.0.0.1 (``with fake.serve() as url``) and point the ``stripe`` integrat
   ``idempotency_error``; keys are scoped to the API key;
 * customers, payment_intents (create, retrieve, confirm with a test payment method,
   cancel, capture), charges, refunds (create, retrieve, list by charge), checkout
-  sessions (payment mode: ``url``, ``expires_at``, expire), balance;
+  sessions (payment mode: ``url``, ``expires_at``, expire), balance; Connect accounts,
+  account links, connected balances, transfers and Terminal (``testing.stripe_connect``);
 * test payment methods: ``pm_card_visa`` (succeeds), ``pm_card_chargeDeclined``,
   ``pm_card_chargeDeclinedInsufficientFunds`` (402 ``card_error``),
   ``pm_card_authenticationRequired`` (``requires_action``);
@@ -44,7 +45,8 @@ from typing import Any
 
 import httpx
 
-from clinicbridge.testing.stripe_objects import API_VERSION, StripeObjects
+from clinicbridge.testing.stripe_connect import StripeConnectObjects
+from clinicbridge.testing.stripe_objects import API_VERSION
 from clinicbridge.testing.stripe_wire import (
     StripeError,
     WireRequest,
@@ -76,7 +78,7 @@ class Recorded:
 
 
 @dataclass
-class FakeStripe(StripeObjects):
+class FakeStripe(StripeConnectObjects):
     api_key: str = "sk_test_fake0000000000000000000000"
     webhook_secret: str = "whsec_fake00000000000000000000000000"  # noqa: S105
     base_url: str = "https://checkout.stripe.test"  # where checkout session URLs point
@@ -194,6 +196,7 @@ class FakeStripe(StripeObjects):
                             {**replay.headers, "Idempotent-Replayed": "true"},
                         )
                 try:
+                    self._stripe_account = request.headers.get("stripe-account")
                     body = self._route(request.method, request.path, params)
                     response = WireResponse(200, body, {"Request-Id": request_id})
                 except StripeError as exc:
@@ -239,7 +242,7 @@ class FakeStripe(StripeObjects):
             raise invalid(f"Unrecognized request URL ({method}: {path}).")
         parts = parts[1:]
         match method, parts:
-            case "GET", ["balance"]:
+            case "GET", ["balance"] if not self._stripe_account:  # the platform's own
                 return self._balance()
             case "POST", ["customers"]:
                 return self._customer(params)
@@ -274,6 +277,9 @@ class FakeStripe(StripeObjects):
                 return self._find("checkout.session", object_id, "session")
             case "POST", ["checkout", "sessions", object_id, "expire"]:
                 return self.expire_session(object_id)
+        found = self._route_connect(method, parts, params)  # Connect and Terminal
+        if found is not None:
+            return found
         raise invalid(f"Unrecognized request URL ({method}: {path}).")
 
     def _request_id(self) -> str:
