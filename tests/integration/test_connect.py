@@ -22,8 +22,9 @@ from clinicbridge.scheduling.bookings import complete_booking
 from clinicbridge.settings import Settings
 from clinicbridge.testing.stripe import FakeStripe
 from tests.conftest import Clinic
-from tests.payments_support import API, Shop, deliver, drain, ok, paid_booking, shop
-from tests.payments_support import fake as fake
+from tests.payments_support import API, Shop, deliver, drain, fake, ok, paid_booking, shop
+
+__all__ = ["fake"]
 
 
 def problem(response: Any, status: int) -> dict[str, Any]:

@@ -141,16 +141,23 @@ def capture(db: Database, settings: Settings, ctx: Ctx, payment_id: str) -> Paym
         if integration is None or integration.id != payment.integration_id:
             raise PaymentStateError("The payment's Stripe integration is gone or disabled.")
         acct = stripe_api.account(db, settings, integration)
+    # Asked first: Stripe keeps a refused request's answer under its idempotency key, so
+    # a capture tried before the card was presented must not spend the key. The key
+    # names the charge: one capture per presented card, however often staff click.
+    current = stripe_api.retrieve_payment_intent(acct, intent_id)
+    refused = PaymentStateError(
+        "This payment cannot be captured: no card was presented, or it was captured or "
+        "cancelled already."
+    )
+    if current.status != "requires_capture" or not current.latest_charge:
+        raise refused
     try:
         intent = stripe_connect.capture_payment_intent(
-            acct, intent_id, idempotency_key=f"cb:{payment_id}:capture:v1"
+            acct, intent_id, idempotency_key=f"cb:{payment_id}:capture:{current.latest_charge}"
         )
     except StripeRefusedError as exc:
         if exc.code == "payment_intent_unexpected_state":
-            raise PaymentStateError(
-                "This payment cannot be captured: no card was presented, or it was "
-                "captured or cancelled already."
-            ) from exc
+            raise refused from exc
         raise
     seen = lifecycle.Observed.of_intent(
         {
