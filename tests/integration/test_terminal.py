@@ -170,3 +170,25 @@ def test_paying_at_the_desk_after_the_visit_pays_the_provider(
     drain(db, settings)
     sent = fake.calls("POST", "/v1/transfers")
     assert [c.params["amount"] for c in sent] == ["5400"]
+
+
+def test_reconcile_leaves_a_desk_payment_for_a_booked_visit_open(
+    client: TestClient, clinic: Clinic, fake: FakeStripe, db: Database, settings: Settings
+) -> None:
+    """The payment's booking holds no slot for it: the reconcile job (due two minutes
+    later) must not cancel the intent while the patient is at the desk."""
+    s = shop(client, clinic)
+    h = desk(db, s)
+    booking = ok(book(client, s, payment="none"), 201)
+    assert booking["status"] in ("booked", "confirmed")
+    body = {"patient_id": s.patient, "amount": 1500, "booking_id": booking["id"]}
+    paid = ok(client.post(f"{API}/terminal/payments", json=body, headers=h), 201)
+    ran = drain(db, settings, horizon=timedelta(minutes=3))
+    assert "payments.reconcile" in ran
+    assert (
+        fake.calls("POST", f"/v1/payment_intents/{paid['stripe_payment_intent_id']}/cancel") == []
+    )
+    assert fake.get(paid["stripe_payment_intent_id"])["status"] == "requires_payment_method"
+    fake.present_card(paid["stripe_payment_intent_id"])
+    captured = ok(client.post(f"{API}/terminal/payments/{paid['id']}/capture", headers=h))
+    assert captured["status"] == "succeeded" and captured["attention"] is None
