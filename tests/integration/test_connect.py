@@ -267,3 +267,23 @@ def test_a_provider_not_yet_onboarded_gets_a_failed_transfer_named_by_stripe(
     assert [(t["status"], t["failure_code"]) for t in listed] == [
         ("failed", "insufficient_capabilities_for_transfer")
     ]
+
+
+def test_an_older_account_event_changes_nothing(
+    client: TestClient, clinic: Clinic, fake: FakeStripe, db: Database, settings: Settings
+) -> None:
+    s = shop(client, clinic)
+    acct = onboarded(client, fake, s)
+    fake.update_account(acct, payouts_enabled=False, past_due=["external_account"])
+    stale = fake.events[-1]
+    fake.onboard(acct)
+    deliver(client, fake, s.integration)
+    drain(db, settings)
+    url = f"{API}/providers/{s.provider}/payout-account"
+    assert ok(client.get(url, headers=clinic.headers))["status"] == "active"
+    old = {**stale, "id": "evt_replayed_old", "created": stale["created"] - 60}
+    from tests.payments_support import post_event, sign
+
+    post_event(client, s.integration, *fake.signed(old, sign))
+    drain(db, settings)
+    assert ok(client.get(url, headers=clinic.headers))["status"] == "active"

@@ -11,6 +11,7 @@ import httpx
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from clinicbridge.audit.models import AuditEvent
 from clinicbridge.core.context import Ctx
 from clinicbridge.db.engine import Database
 from clinicbridge.payments import transfers
@@ -105,6 +106,11 @@ def test_card_present_payment_captured_at_the_desk_is_posted_once(
     captured = ok(client.post(capture, headers=h))
     assert captured["status"] == "succeeded" and captured["amount_received"] == 4000
     assert ledger(db) == [("payment", -4000, "Card payment at the front desk")]
+    with db.read() as session:
+        captures = session.scalars(
+            sa.select(AuditEvent.actor_type).where(AuditEvent.action == "payment.capture")
+        ).all()
+    assert captures == ["api_key"]  # who captured it at the desk
     deliver(client, fake, s.integration)  # payment_intent.succeeded converges on the same rows
     drain(db, settings)
     assert ledger(db) == [("payment", -4000, "Card payment at the front desk")]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError, NotFoundError
 from clinicbridge.core.ids import new_id
@@ -170,6 +171,14 @@ def capture(db: Database, settings: Settings, ctx: Ctx, payment_id: str) -> Paym
     with db.write() as session:
         row = session.get(Payment, payment_id, with_for_update=True)
         assert row is not None
+        record(
+            session,
+            ctx,
+            "payment.capture",
+            lifecycle.RESOURCE,
+            row.id,
+            diff={"amount": intent.amount_received},
+        )
         lifecycle.apply(session, row, seen, ctx.now)
         session.flush()
         session.expunge(row)
