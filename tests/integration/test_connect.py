@@ -287,3 +287,35 @@ def test_an_older_account_event_changes_nothing(
     post_event(client, s.integration, *fake.signed(old, sign))
     drain(db, settings)
     assert ok(client.get(url, headers=clinic.headers))["status"] == "active"
+
+
+def test_a_refund_takes_the_providers_part_back(
+    client: TestClient, clinic: Clinic, fake: FakeStripe, db: Database, settings: Settings
+) -> None:
+    s = shop(client, clinic)
+    acct = onboarded(client, fake, s)
+    rule = {"provider_share_bps": 7000}
+    ok(client.put(f"{API}/services/{s.service}/payout-rule", json=rule, headers=clinic.headers))
+    booking = paid_booking(client, fake, db, settings, s, payment="full")  # 9000
+    complete(db, s, booking["id"])
+    drain(db, settings, horizon=LATER)
+    refund = {"payment_id": booking["payment"]["id"], "amount": 3000, "reason": "partly unhappy"}
+    ok(client.post(f"{API}/refunds", json=refund, headers=clinic.headers), 201)
+    deliver(client, fake, s.integration)
+    drain(db, settings)
+    deliver(client, fake, s.integration)  # the events again: nothing more taken back
+    drain(db, settings)
+    reversals = fake.calls("POST", "/v1/transfers/")
+    assert [c.params["amount"] for c in reversals if c.path.endswith("/reversals")] == ["2100"]
+    listed = ok(client.get(f"{API}/transfers", headers=clinic.headers))["data"]
+    assert [(t["amount"], t["amount_reversed"], t["status"]) for t in listed] == [
+        (6300, 2100, "paid")
+    ]
+    assert fake.get(acct)["_balance"]["pending"] == 4200
+    rest = {"payment_id": booking["payment"]["id"], "amount": 6000, "reason": "all of it"}
+    ok(client.post(f"{API}/refunds", json=rest, headers=clinic.headers), 201)
+    deliver(client, fake, s.integration)
+    drain(db, settings)
+    listed = ok(client.get(f"{API}/transfers", headers=clinic.headers))["data"]
+    assert [(t["amount_reversed"], t["status"]) for t in listed] == [(6300, "reversed")]
+    assert fake.get(acct)["_balance"]["pending"] == 0

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from clinicbridge.db.base import Base, UTCDateTime
 from clinicbridge.payments import models as _payment_models  # noqa: F401  (FK targets)
 
-TRANSFER_STATUSES = ("submitting", "paid", "failed")
+TRANSFER_STATUSES = ("submitting", "paid", "failed", "reversed")
 
 
 def _tenant_fk() -> Any:
@@ -101,6 +101,8 @@ class Transfer(Base):
     )
     provider_id: Mapped[str] = mapped_column(sa.String(32))
     amount: Mapped[int] = mapped_column(sa.BigInteger)
+    # Taken back from the provider after the payment was refunded (transfer reversals).
+    amount_reversed: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     currency: Mapped[str] = mapped_column(sa.String(3))
     status: Mapped[str] = mapped_column(sa.String(16))
     stripe_transfer_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)

@@ -97,6 +97,7 @@ class TransferOut(_Output):
     provider_id: str
     connected_account_id: str
     amount: int
+    amount_reversed: int
     currency: str
     status: str
     stripe_transfer_id: str | None

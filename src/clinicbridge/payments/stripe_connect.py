@@ -10,7 +10,8 @@ a connected account's own objects (its balance) carries ``Stripe-Account: acct_.
 * accounts: ``POST /v1/accounts`` (``type=express``), ``GET /v1/accounts/{id}``,
   ``POST /v1/account_links`` (``type=account_onboarding``);
 * ``GET /v1/balance`` as the connected account;
-* ``POST /v1/transfers`` (``destination``, ``source_transaction``);
+* ``POST /v1/transfers`` (``destination``, ``source_transaction``) and
+  ``POST /v1/transfers/{id}/reversals``;
 * Terminal: ``POST /v1/terminal/connection_tokens``; card-present PaymentIntents
   (``payment_method_types[]=card_present``, ``capture_method=manual``) and
   ``POST /v1/payment_intents/{id}/capture``.
@@ -156,6 +157,26 @@ def create_transfer(
     return StripeTransfer.of(
         _post(acct, "/v1/transfers", "transfers.create", params, idempotency_key)
     )
+
+
+def reverse_transfer(
+    acct: Account,
+    transfer_id: str,
+    *,
+    amount: int,
+    metadata: Mapping[str, str],
+    idempotency_key: str,
+) -> int:
+    """Take ``amount`` back from the destination; returns the amount reversed."""
+    params: dict[str, Any] = {"amount": amount, "metadata": dict(metadata)}
+    made = _post(
+        acct,
+        f"/v1/transfers/{transfer_id}/reversals",
+        "transfers.reversals.create",
+        params,
+        idempotency_key,
+    )
+    return int(made.get("amount") or 0)
 
 
 # --- Terminal ----------------------------------------------------------------------------

@@ -16,6 +16,9 @@ The job sends each succeeded payment of the booking its provider's share
 3. a short transaction records Stripe's transfer id (``paid``). Stripe refusing it is
    ``failed`` with Stripe's code; Stripe unreachable fails the job, whose retry sends
    the same key: Stripe answers the first transfer again.
+
+A refund afterwards (``charge.refunded``) reverses the provider's part of it
+(``POST /v1/transfers/{id}/reversals``); fully reversed, the transfer is ``reversed``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from clinicbridge.audit import record_system
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
+from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.registry import JobContext, PeriodicTask, registry
 from clinicbridge.payments import stripe_api, stripe_connect
@@ -121,6 +125,7 @@ def prepare(session: Session, booking_id: str, now: datetime) -> list[str]:
             connected_account_id=account.id,
             provider_id=booking.provider_id,
             amount=share,
+            amount_reversed=0,
             currency=payment.currency,
             status="submitting",
             idempotency_key=f"cb:{payment.id}:tr:v1",
@@ -245,3 +250,66 @@ def sweep(job: JobContext) -> None:
 registry.periodic(
     PeriodicTask(name="payments-connect-transfers", cron="*/10 * * * *", kind=SWEEP_KIND)
 )
+
+
+def on_charge_refunded(event: StoredEvent, job: JobContext) -> None:
+    """A refund takes the provider's part of it back: the transfer is reversed down to
+    its share of what the payment still keeps (``amount * kept // received``). The key
+    names the refunded total, so each refund reverses once, whichever event tells it."""
+    data = event.payload.get("data")
+    charge = data.get("object") if isinstance(data, dict) else None
+    if not isinstance(charge, dict) or job.settings is None:
+        return
+    intent = charge.get("payment_intent")
+    intent_id = intent.get("id") if isinstance(intent, dict) else intent
+    if not isinstance(intent_id, str):
+        return
+    with job.db.read() as session:
+        payment = session.scalars(
+            sa.select(Payment).where(
+                Payment.tenant_id == event.tenant_id, Payment.stripe_payment_intent_id == intent_id
+            )
+        ).first()
+        transfer = (
+            session.scalars(
+                sa.select(Transfer).where(
+                    Transfer.payment_id == payment.id, Transfer.status == "paid"
+                )
+            ).first()
+            if payment is not None
+            else None
+        )
+        if payment is None or transfer is None or not transfer.stripe_transfer_id:
+            return
+        received = payment.amount_received
+        refunded = max(payment.amount_refunded, int(charge.get("amount_refunded") or 0))
+        keep = transfer.amount * max(0, received - refunded) // received if received else 0
+        owed = transfer.amount - keep - transfer.amount_reversed
+        integration = stripe_api.stripe_integration(session, event.tenant_id)
+        if owed <= 0 or integration is None:
+            return
+        acct = stripe_api.account(job.db, job.settings, integration)
+        transfer_id, stripe_id = transfer.id, transfer.stripe_transfer_id
+    reversed_amount = stripe_connect.reverse_transfer(
+        acct,
+        stripe_id,
+        amount=owed,
+        metadata={"transfer_id": transfer_id, "payment_id": payment.id},
+        idempotency_key=f"cb:{transfer_id}:rev:{refunded}",
+    )
+    now = job.now()
+    with job.db.write() as session:
+        row = session.get(Transfer, transfer_id, with_for_update=True)
+        if row is None or row.amount - keep - row.amount_reversed <= 0:
+            return  # recorded by another run already
+        row.amount_reversed += reversed_amount
+        if row.amount_reversed >= row.amount:
+            row.status = "reversed"
+        row.updated_at = now
+        record_system(
+            session, row.tenant_id, "transfer.reverse", RESOURCE, row.id, now=now,
+            actor_id="stripe", diff={"amount_reversed": row.amount_reversed},
+        )  # fmt: skip
+
+
+integrations.on("stripe", "charge.refunded")(on_charge_refunded)

@@ -11,6 +11,7 @@
   active (else 400 ``insufficient_capabilities_for_transfer``); ``source_transaction``
   a captured charge in the same currency with enough left to transfer; the amount
   lands in the destination's pending balance; ``transfer.created``;
+  ``POST /v1/transfers/{id}/reversals`` takes some back (``transfer.reversed``);
 * Terminal: ``POST /v1/terminal/connection_tokens``; readers (``add_reader``),
   ``POST /v1/terminal/readers/{id}/process_payment_intent`` and the test helper
   ``POST /v1/test_helpers/terminal/readers/{id}/present_payment_method``, which
@@ -224,6 +225,31 @@ class StripeConnectObjects(StripeObjects):
         self._emit("transfer.created", transfer)
         return transfer
 
+    def _reverse_transfer(self, transfer_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        transfer = self._find("transfer", transfer_id, "id")
+        left = transfer["amount"] - transfer["amount_reversed"]
+        amount = _amount(params, "amount") if "amount" in params else left
+        if amount > left:
+            raise invalid(
+                "You have attempted to reverse more than the amount left on this transfer.",
+                param="amount",
+            )
+        reversal = {
+            "id": self._new_id("trr"),
+            "object": "transfer_reversal",
+            "amount": amount,
+            "currency": transfer["currency"],
+            "transfer": transfer["id"],
+            "metadata": _metadata(params),
+            "created": self._now(),
+        }
+        self.objects[reversal["id"]] = reversal
+        transfer["amount_reversed"] += amount
+        transfer["reversed"] = transfer["amount_reversed"] >= transfer["amount"]
+        self.objects[transfer["destination"]]["_balance"]["pending"] -= amount
+        self._emit("transfer.reversed", transfer)
+        return reversal
+
     # -- terminal -----------------------------------------------------------------------
 
     def _connection_token(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -331,6 +357,8 @@ class StripeConnectObjects(StripeObjects):
                 return self._account_link(params)
             case "POST", ["transfers"]:
                 return self._create_transfer(params)
+            case "POST", ["transfers", object_id, "reversals"]:
+                return self._reverse_transfer(object_id, params)
             case "GET", ["transfers", object_id]:
                 return self._find("transfer", object_id, "transfer")
             case "POST", ["terminal", "connection_tokens"]:

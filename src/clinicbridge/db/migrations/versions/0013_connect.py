@@ -95,6 +95,7 @@ def upgrade() -> None:
         sa.Column("connected_account_id", sa.String(length=32), nullable=False),
         sa.Column("provider_id", sa.String(length=32), nullable=False),
         sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("amount_reversed", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("stripe_transfer_id", sa.String(length=255), nullable=True),
