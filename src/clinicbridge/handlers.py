@@ -19,7 +19,15 @@ from clinicbridge.messaging import (
     twilio_events,
     video_links,
 )
-from clinicbridge.payments import memberships_events, receipts, reconcile, stripe_events
+from clinicbridge.payments import (
+    connect,
+    memberships_events,
+    receipts,
+    reconcile,
+    stripe_events,
+    terminal,
+    transfers,
+)
 from clinicbridge.scheduling import bookings
 from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
@@ -33,6 +41,7 @@ __all__ = [
     "calendar_freshcheck",
     "calendar_jobs",
     "calendar_sync",
+    "connect",
     "delivery",
     "email_events",
     "memberships_events",
@@ -43,6 +52,8 @@ __all__ = [
     "reminders",
     "sending",
     "stripe_events",
+    "terminal",
+    "transfers",
     "twilio_events",
     "video_links",
     "video_meetings",

@@ -10,6 +10,7 @@ from clinicbridge.api import (
     billing,
     bookings,
     calendars,
+    connect,
     conversations,
     ical_feeds,
     integration_health,
@@ -29,6 +30,7 @@ from clinicbridge.api import (
     tasks,
     tax_rates,
     tenant,
+    terminal,
     users,
     video_meetings,
     voice,
@@ -68,6 +70,8 @@ def api_v1_router() -> APIRouter:
         payments,
         refunds,
         memberships,
+        connect,
+        terminal,
         video_meetings,
     ):
         router.include_router(module.router)

@@ -32,6 +32,7 @@ PERMISSIONS: dict[str, str] = {
     "billing:read": "See invoices, payments and balances",
     "billing:write": "Create invoices and take payments",
     "billing:refund": "Issue refunds",
+    "billing:terminal": "Take card payments at the front desk (Stripe Terminal)",
     "integrations:read": "See integrations and their health",
     "integrations:manage": "Connect, configure and remove integrations",
     "webhooks:read": "See inbound and outbound webhooks",
@@ -63,7 +64,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "owner": _ALL,
     "admin": _ALL - {"tenant:write"},
     "clinician": _CLINICAL,
-    "front_desk": _CLINICAL - {"patients:notes"} | {"billing:read"},
+    "front_desk": _CLINICAL - {"patients:notes"} | {"billing:read", "billing:terminal"},
     "billing": frozenset(
         {
             "tenant:read",
@@ -72,6 +73,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
             "billing:read",
             "billing:write",
             "billing:refund",
+            "billing:terminal",
         }
     ),
     "auditor": frozenset(p for p in _ALL if p.endswith(":read") and not p.startswith("patients:")),

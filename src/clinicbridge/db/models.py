@@ -9,7 +9,7 @@ from clinicbridge.jobs import models as jobs_models
 from clinicbridge.messaging import conversation_models, push_models, reminder_models
 from clinicbridge.messaging import models as messaging_models
 from clinicbridge.patients import models as patient_models
-from clinicbridge.payments import membership_models
+from clinicbridge.payments import connect_models, membership_models
 from clinicbridge.payments import models as payment_models
 from clinicbridge.scheduling import models as scheduling_models
 from clinicbridge.tasks import models as task_models
@@ -21,6 +21,7 @@ from clinicbridge.webhooks import models as webhook_models
 __all__ = [
     "audit_models",
     "calendar_models",
+    "connect_models",
     "conversation_models",
     "core_models",
     "http_models",

@@ -28,7 +28,7 @@ from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError, NotFoundError
 from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.db.engine import Database
-from clinicbridge.payments import ledger, lifecycle, stripe_api
+from clinicbridge.payments import ledger, lifecycle, stripe_api, stripe_connect
 from clinicbridge.payments.config import billing_settings
 from clinicbridge.payments.errors import PaymentProviderUnavailableError
 from clinicbridge.payments.models import OPEN_PAYMENT_STATUSES, Payment
@@ -173,7 +173,12 @@ def _call_stripe(
             session.flush()  # expunging unflushed changes would drop them
             session.expunge(row)
         return Started(row, None, made.url)
-    intent = stripe_api.create_payment_intent(
+    create = (  # a card presented at the front desk's reader, captured by the clinic
+        stripe_connect.create_card_present_intent
+        if payment.method == "card_present"
+        else stripe_api.create_payment_intent
+    )
+    intent = create(
         acct,
         amount=payment.amount,
         currency=payment.currency,

@@ -40,6 +40,7 @@ from clinicbridge.jobs import queue
 from clinicbridge.payments import events, invoices, ledger
 from clinicbridge.payments.models import Invoice, Payment
 from clinicbridge.scheduling.bookings import BookingStateError, confirm_booking, release_hold
+from clinicbridge.scheduling.models import Booking
 
 log = logging.getLogger("clinicbridge.payments")
 
@@ -59,6 +60,11 @@ _RANK = {
     "canceled": 9,
 }
 TERMINAL = frozenset({"succeeded", "canceled"})
+_DESCRIPTIONS = {
+    "card": "Card payment",
+    "link": "Payment by link",
+    "card_present": "Card payment at the front desk",
+}
 # Stripe's PaymentIntent statuses → ours.
 _FROM_STRIPE = {
     "requires_payment_method": "requires_payment",
@@ -256,7 +262,7 @@ def _succeeded(session: Session, ctx: Ctx, payment: Payment, seen: Observed) -> 
             -received,
             payment.currency,
             f"payment:{payment.id}:succeeded",
-            "Card payment" if payment.method == "card" else "Payment by link",
+            _DESCRIPTIONS.get(payment.method, "Payment"),
             ctx.now,
             invoice_id=payment.invoice_id,
             payment_id=payment.id,
@@ -270,7 +276,10 @@ def _succeeded(session: Session, ctx: Ctx, payment: Payment, seen: Observed) -> 
             confirm_booking(session, ctx, payment.booking_id)  # locks it; twice is no change
             confirmed = True
         except (BookingStateError, NotFoundError):
-            confirmed = False  # released (hold ran out, cancelled) before the payment landed
+            # released (hold ran out, cancelled) before the payment landed; a visit that
+            # already took place (paid at the desk afterwards) is no cause for attention
+            booking = session.get(Booking, payment.booking_id)
+            confirmed = booking is not None and booking.status in ("completed", "no_show")
         if not confirmed:
             payment.attention = "booking_released"
             log.warning(

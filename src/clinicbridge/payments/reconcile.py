@@ -59,7 +59,12 @@ def _load(job: JobContext, payment_id: str) -> tuple[Payment, bool] | None:
         if payment is None:
             return None
         booking = session.get(Booking, payment.booking_id) if payment.booking_id else None
-        held = booking is None or booking.status == "pending_payment"
+        # a card-present payment is taken at the desk, not for a held slot
+        held = (
+            booking is None
+            or booking.status == "pending_payment"
+            or payment.method == "card_present"
+        )
         session.expunge(payment)
         return payment, held
 

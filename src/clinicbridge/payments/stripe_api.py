@@ -348,30 +348,58 @@ def encode_form(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return out
 
 
-def _headers(acct: Account) -> dict[str, str]:
-    return {
+def _headers(acct: Account, stripe_account: str | None = None) -> dict[str, str]:
+    headers = {
         "Authorization": f"Bearer {acct.ctx.secret('api_key')}",
         "Stripe-Version": STRIPE_VERSION,
     }
+    if stripe_account:  # Connect: act on a connected account (its balance, its objects)
+        headers["Stripe-Account"] = stripe_account
+    return headers
 
 
 def _post(
-    acct: Account, path: str, operation: str, params: Mapping[str, Any], idempotency_key: str
+    acct: Account,
+    path: str,
+    operation: str,
+    params: Mapping[str, Any],
+    idempotency_key: str,
+    *,
+    stripe_account: str | None = None,
 ) -> dict[str, Any]:
     return _call(
-        acct, "POST", path, operation, data=encode_form(params), idempotency_key=idempotency_key
+        acct,
+        "POST",
+        path,
+        operation,
+        stripe_account=stripe_account,
+        data=encode_form(params),
+        idempotency_key=idempotency_key,
     )
 
 
 def _get(
-    acct: Account, path: str, operation: str, params: Mapping[str, str | int] | None = None
+    acct: Account,
+    path: str,
+    operation: str,
+    params: Mapping[str, str | int] | None = None,
+    *,
+    stripe_account: str | None = None,
 ) -> dict[str, Any]:
-    return _call(acct, "GET", path, operation, params=params)
+    return _call(acct, "GET", path, operation, stripe_account=stripe_account, params=params)
 
 
-def _call(acct: Account, method: str, path: str, operation: str, **kwargs: Any) -> dict[str, Any]:
+def _call(
+    acct: Account,
+    method: str,
+    path: str,
+    operation: str,
+    *,
+    stripe_account: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     try:
-        with acct.ctx.client(headers=_headers(acct)) as client:
+        with acct.ctx.client(headers=_headers(acct, stripe_account)) as client:
             response = client.request(method, path, operation=operation, **kwargs)
     except ExternalServiceError as exc:  # 429, 5xx, network, breaker: nothing we can fix
         raise PaymentProviderUnavailableError(

@@ -14,7 +14,8 @@ it on 127.0.0.1 (``with fake.serve() as url``) and point the ``stripe`` integrat
 * products, recurring prices, subscriptions and their invoices (``stripe_billing``);
 * customers, payment_intents (create, retrieve, confirm with a test payment method,
   cancel, capture), charges, refunds (create, retrieve, list by charge), checkout
-  sessions (payment mode: ``url``, ``expires_at``, expire), balance;
+  sessions (payment mode: ``url``, ``expires_at``, expire), balance; Connect accounts,
+  account links, connected balances, transfers and Terminal (``testing.stripe_connect``);
 * test payment methods: ``pm_card_visa`` (succeeds), ``pm_card_chargeDeclined``,
   ``pm_card_chargeDeclinedInsufficientFunds`` (402 ``card_error``),
   ``pm_card_authenticationRequired`` (``requires_action``);
@@ -46,6 +47,7 @@ from typing import Any
 import httpx
 
 from clinicbridge.testing.stripe_billing import StripeBilling
+from clinicbridge.testing.stripe_connect import StripeConnectObjects
 from clinicbridge.testing.stripe_objects import API_VERSION, _public
 from clinicbridge.testing.stripe_wire import (
     StripeError,
@@ -78,7 +80,7 @@ class Recorded:
 
 
 @dataclass
-class FakeStripe(StripeBilling):
+class FakeStripe(StripeBilling, StripeConnectObjects):
     api_key: str = "sk_test_fake0000000000000000000000"
     webhook_secret: str = "whsec_fake00000000000000000000000000"  # noqa: S105
     base_url: str = "https://checkout.stripe.test"  # where checkout session URLs point
@@ -196,6 +198,7 @@ class FakeStripe(StripeBilling):
                             {**replay.headers, "Idempotent-Replayed": "true"},
                         )
                 try:
+                    self._stripe_account = request.headers.get("stripe-account")
                     body = self._route(request.method, request.path, params)
                     response = WireResponse(200, body, {"Request-Id": request_id})
                 except StripeError as exc:
@@ -241,7 +244,7 @@ class FakeStripe(StripeBilling):
             raise invalid(f"Unrecognized request URL ({method}: {path}).")
         parts = parts[1:]
         match method, parts:
-            case "GET", ["balance"]:
+            case "GET", ["balance"] if not self._stripe_account:  # the platform's own
                 return self._balance()
             case "POST", ["customers"]:
                 return self._customer(params)
@@ -279,6 +282,9 @@ class FakeStripe(StripeBilling):
         billing = self._billing_route(method, parts, params)
         if billing is not None:
             return _public(billing)
+        found = self._route_connect(method, parts, params)  # Connect and Terminal
+        if found is not None:
+            return found
         raise invalid(f"Unrecognized request URL ({method}: {path}).")
 
     def _request_id(self) -> str:
