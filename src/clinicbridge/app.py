@@ -38,6 +38,7 @@ from clinicbridge.web import auth as web_auth
 from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import messages as web_messages
+from clinicbridge.web import pay_pages
 from clinicbridge.web import reminder_rules as web_reminder_rules
 from clinicbridge.web import routes as web_routes
 
@@ -114,6 +115,7 @@ def create_app(
     app.include_router(web_messages.router)
     app.include_router(web_conversations.router)
     app.include_router(web_reminder_rules.router)
+    app.include_router(pay_pages.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(PublicCorsMiddleware)
