@@ -17,6 +17,7 @@ from clinicbridge.messaging import (
     sending,
     twilio_events,
 )
+from clinicbridge.payments import links as payment_links
 from clinicbridge.payments import receipts, reconcile, stripe_events
 from clinicbridge.scheduling import bookings
 from clinicbridge.video import meetings as video_meetings
@@ -32,6 +33,7 @@ __all__ = [
     "calendar_sync",
     "delivery",
     "email_events",
+    "payment_links",
     "processing",
     "receipts",
     "reconcile",
