@@ -35,8 +35,10 @@ from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import billing as web_billing
 from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
+from clinicbridge.web import invoices as web_invoices
 from clinicbridge.web import messages as web_messages
 from clinicbridge.web import pay_pages
 from clinicbridge.web import reminder_rules as web_reminder_rules
@@ -115,6 +117,8 @@ def create_app(
     app.include_router(web_messages.router)
     app.include_router(web_conversations.router)
     app.include_router(web_reminder_rules.router)
+    app.include_router(web_billing.router)
+    app.include_router(web_invoices.router)
     app.include_router(pay_pages.router)
     app.mount("/admin/static", web_routes.static_files(), name="admin-static")
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics)
