@@ -128,7 +128,9 @@ def test_payment_link_by_sms_for_the_open_balance(
     assert "ending in 0 1 9 9" in sent["message"] and "never take card numbers" in sent["message"]
     assert CALLER not in str(sent)
     [payment] = _payments(db)
-    assert (payment.purpose, payment.method, payment.amount) == ("balance", "link", 12000)
+    # One open invoice asks for exactly the balance: the payment is for it (settles it).
+    assert (payment.purpose, payment.method, payment.amount) == ("invoice", "link", 12000)
+    assert payment.invoice_id == sent["invoice_id"] is not None
     assert payment.status == "creating" and _messages(db) == []  # sent after the call commits
 
     drain(db, settings, kinds=(links.SEND_KIND,))
@@ -155,6 +157,34 @@ def test_payment_link_by_sms_for_the_open_balance(
     url = f"{API}/patients/{practice.patient_id}/balance"
     balance = ok(vclient.get(url, headers=practice.clinic.headers))
     assert balance["balance"] == 0
+    invoice = ok(
+        vclient.get(f"{API}/invoices/{payment.invoice_id}", headers=practice.clinic.headers)
+    )
+    assert invoice["status"] == "paid"
+
+
+def test_a_balance_over_several_invoices_is_paid_as_a_balance(
+    call: Call,
+    billed: str,
+    db: Database,
+    settings: Settings,
+    vclient: TestClient,
+    practice: Practice,
+) -> None:
+    h = practice.clinic.headers
+    body = {
+        "patient_id": practice.patient_id,
+        "lines": [{"description": "Follow-up", "unit_price": 3000, "tax_code": "exempt"}],
+    }
+    second = ok(vclient.post(f"{API}/invoices", json=body, headers=h), 201)
+    ok(vclient.post(f"{API}/invoices/{second['id']}/finalize", headers=h))
+    [sent] = call(("processPayment", {"channel": "text"}), number=CALLER)
+    assert sent["success"] is True and "150.00 Canadian dollars" in sent["message"]
+    [payment] = _payments(db)
+    assert (payment.purpose, payment.amount, payment.invoice_id) == ("balance", 15000, None)
+    drain(db, settings, kinds=(links.SEND_KIND,))
+    [message] = _messages(db)
+    assert message.kind == "payment.link" and message.channel == "sms"
 
 
 def stripe_id(client: TestClient, practice: Practice) -> str:
@@ -201,6 +231,8 @@ def test_payment_refusals(call: Call, billed: str, db: Database) -> None:
     assert card["error"] == "card_details_refused" and "4242" not in str(card)
     [card_in_text] = call(("processPayment", {**IDENTITY, "note": CARD}), number=None)
     assert card_in_text["error"] == "card_details_refused"
+    [cvv] = call(("processPayment", {**IDENTITY, "CVV": "123"}), number=None)
+    assert cvv["error"] == "card_details_refused" and "123" not in str(cvv)
     [unverified] = call(("processPayment", {}), number=None, call_id="call-anon")
     assert unverified["error"] == "verification_required" and "120" not in str(unverified)
     [no_mail] = call(("processPayment", {**IDENTITY, "channel": "email"}), number=None)

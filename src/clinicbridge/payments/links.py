@@ -115,10 +115,26 @@ def invoice_payment(
 
 def balance_payment(session: Session, ctx: Ctx, patient_id: str) -> Payment:
     """A link payment of the patient's whole open balance (the read is audited); 409
-    when nothing is owed."""
+    when nothing is owed. When one open invoice asks for exactly the balance, the
+    payment is for that invoice, so that paying it settles the invoice too."""
     owed, currency = ledger.patient_balance(session, ctx, patient_id, purpose="payment_link")
     if owed <= 0:
         raise PaymentStateError("Nothing is owed on this account.")
+    open_invoices = session.scalars(
+        scoped_select(Invoice, ctx.tenant_id)
+        .where(Invoice.patient_id == patient_id, Invoice.status == "open")
+        .order_by(Invoice.id)
+    ).all()
+    matching = [i for i in open_invoices if invoices.due_of(session, i) == owed]
+    if len(matching) == 1 and matching[0].currency == currency:
+        return invoice_payment(
+            session,
+            ctx,
+            matching[0].id,
+            method="link",
+            expires_at=ctx.now + LINK_LIFETIME,
+            reuse=True,
+        )
     found = _reusable(session, ctx, patient_id, "balance", owed, None)
     if found is not None:
         return found

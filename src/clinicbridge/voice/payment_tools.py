@@ -29,7 +29,10 @@ from clinicbridge.voice.understanding import patient_booking, verified_patient
 
 PURPOSE = "voice_balance"
 _CARD_LIKE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_CARD_WORDS = ("card", "cvc", "cvv", "expiry", "expiration", "pan")
+# Argument names (normalized: lower case, letters and digits) that carry card details.
+_CARD_KEYS = frozenset(
+    {"pan", "cvc", "cvv", "cvv2", "cid", "securitycode", "expiry", "expirydate", "expiration"}
+)
 NO_CARDS = "You pay by card on that secure page; I never take card numbers over the phone."
 _SPOKEN_CHANNEL = {"sms": "text message", "email": "e-mail"}
 _CHANNEL_WORDS = {
@@ -106,7 +109,7 @@ def get_patient_balance(env: ToolEnv, args: Args) -> Outcome:
 
 def _card_number_given(args: Args) -> bool:
     for key, value in args.raw.items():
-        if any(word in key for word in _CARD_WORDS):
+        if key.startswith("card") or key in _CARD_KEYS:
             return True
         if isinstance(value, str | int) and _CARD_LIKE.search(str(value)):
             return True
