@@ -248,5 +248,6 @@ def test_nothing_owed_and_no_stripe(
     [balance] = call(("getPatientBalance", IDENTITY), number=None)
     assert balance["message"] == "You have no balance owing. Your account is fully paid."
     [pay] = call(("processPayment", IDENTITY), number=None)
-    assert pay["success"] is False  # no SMS integration, no Stripe: nothing is opened
+    assert pay["error"] == "not_available"  # the clinic has no Stripe: nothing is opened
+    assert "does not take payments by link" in pay["message"]
     assert _payments(db) == []

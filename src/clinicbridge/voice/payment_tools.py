@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from babel.numbers import format_decimal, get_currency_name, get_currency_precision
 
-from clinicbridge.payments import ledger, links
+from clinicbridge.payments import ledger, links, stripe_api
 from clinicbridge.payments.errors import PaymentStateError
 from clinicbridge.payments.models import Invoice, Payment
 from clinicbridge.voice.backend import NativeBackend, PatientInfo
@@ -185,6 +185,12 @@ def process_payment(env: ToolEnv, args: Args) -> Outcome:
     patient = _verified(env, args, "send you a payment link")
     env.touch(patient.id)
     session, ctx = backend.session, backend.ctx
+    if stripe_api.stripe_integration(session, ctx.tenant_id) is None:
+        raise ToolError(
+            "not_available",
+            "I am sorry, this clinic does not take payments by link yet. "
+            "A member of the clinic team can help you with that.",
+        )
     wanted = _wanted_channel(args)
     available = links.routes(session, ctx.tenant_id, patient.id)
     if not available:
@@ -206,8 +212,9 @@ def process_payment(env: ToolEnv, args: Args) -> Outcome:
     links.send_later(session, ctx, payment, route.channel)
     amount = spoken_money(payment.amount, payment.currency)
     return Outcome(
-        f"I have sent a secure payment link for {amount} by "
-        f"{_SPOKEN_CHANNEL[route.channel]} to {_where(route)}. {NO_CARDS}",
+        f"I am sending you a secure payment link for {amount} by "
+        f"{_SPOKEN_CHANNEL[route.channel]} to {_where(route)}; it should arrive in a moment. "
+        + NO_CARDS,
         {
             "patient_id": patient.id,
             "payment_id": payment.id,
