@@ -164,6 +164,7 @@ def test_payment_link_by_sms_for_the_open_balance(
 
 
 def test_a_balance_over_several_invoices_is_paid_as_a_balance(
+    fake: FakeStripe,
     call: Call,
     billed: str,
     db: Database,
@@ -185,6 +186,17 @@ def test_a_balance_over_several_invoices_is_paid_as_a_balance(
     drain(db, settings, kinds=(links.SEND_KIND,))
     [message] = _messages(db)
     assert message.kind == "payment.link" and message.channel == "sms"
+    # Paid: the ledger is square (the invoices stay open: no single one was paid) and
+    # the receipt names what was paid for.
+    [payment] = _payments(db)
+    fake.complete_checkout(payment.stripe_checkout_session_id)
+    deliver(vclient, fake, stripe_id(vclient, practice))
+    drain(db, settings, kinds=("webhooks.process",))
+    assert (
+        ok(vclient.get(f"{API}/patients/{practice.patient_id}/balance", headers=h))["balance"] == 0
+    )
+    receipt = vclient.get(f"{API}/payments/{payment.id}/receipt", headers=h)
+    assert receipt.status_code == 200 and "Account balance" in receipt.text
 
 
 def stripe_id(client: TestClient, practice: Practice) -> str:
