@@ -37,10 +37,13 @@ from clinicbridge.jobs.worker import Worker, WorkerConfig, WorkerThread
 from clinicbridge.settings import Settings, load_master_key
 from clinicbridge.voice import dates as voice_dates
 from clinicbridge.web import auth as web_auth
+from clinicbridge.web import billing as web_billing
 from clinicbridge.web import calendars as web_calendars
 from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
+from clinicbridge.web import invoices as web_invoices
 from clinicbridge.web import messages as web_messages
+from clinicbridge.web import pay_pages
 from clinicbridge.web import reminder_rules as web_reminder_rules
 from clinicbridge.web import routes as web_routes
 
@@ -72,6 +75,9 @@ def _routes() -> tuple[BaseRoute, ...]:
         web_conversations.router,
         web_reminder_rules.router,
         web_calendars.router,
+        web_billing.router,
+        web_invoices.router,
+        pay_pages.router,
     ):
         router.include_router(part)
     return tuple(router.routes)

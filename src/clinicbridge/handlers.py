@@ -28,6 +28,7 @@ from clinicbridge.payments import (
     terminal,
     transfers,
 )
+from clinicbridge.payments import links as payment_links
 from clinicbridge.scheduling import bookings
 from clinicbridge.video import meetings as video_meetings
 from clinicbridge.webhooks import delivery, processing
@@ -45,6 +46,7 @@ __all__ = [
     "delivery",
     "email_events",
     "memberships_events",
+    "payment_links",
     "processing",
     "receipts",
     "reconcile",

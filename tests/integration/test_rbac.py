@@ -42,6 +42,8 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         "/public/{clinic_slug}/bookings",
         "/b/{token}",
         "/receipts/{token}",
+        "/pay/done",
+        "/pay/cancelled",
         "/oauth/calendar/callback",
     } == PUBLIC_PATHS
 

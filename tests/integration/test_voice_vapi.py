@@ -528,7 +528,7 @@ def test_add_note_needs_verification(call: Call, db: Database) -> None:
         assert session.scalars(sa.select(PatientNote)).all() == []
 
 
-@pytest.mark.parametrize("tool", ["getPatientBalance", "getPatientInsurance", "processPayment"])
+@pytest.mark.parametrize("tool", ["getPatientInsurance"])
 def test_not_yet_available_tools(call: Call, tool: str) -> None:
     [result] = call((tool, {"amount": "20"}))
     assert result["success"] is False and result["error"] == "not_available"

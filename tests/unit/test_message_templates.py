@@ -29,6 +29,7 @@ from clinicbridge.messaging.variables import (
     babel_locale,
     booking_variables,
     format_amount,
+    payment_link_variables,
     payment_variables,
 )
 
@@ -70,6 +71,22 @@ def _payment(language: str = "en") -> Variables:
         currency="CAD",
         receipt_url="https://cb.example/r/xyz",
     )
+
+
+def _payment_link(language: str = "en") -> Variables:
+    return payment_link_variables(
+        language=language,
+        clinic_default_language="en",
+        clinic_name="Maple Physio",
+        clinic_phone="+1 514 555 0100",
+        patient_first_name="Amelie",
+        amount_minor=12550,
+        currency="CAD",
+        pay_url="https://checkout.stripe.test/c/pay/cs_test_1",
+    )
+
+
+_VALUES = {"payment.receipt": _payment, "payment.link": _payment_link}
 
 
 def _errors(exc: pytest.ExceptionInfo[InvalidInputError]) -> list[tuple[str, str]]:
@@ -382,7 +399,7 @@ def test_defaults_cover_every_kind_channel_and_language() -> None:
 def test_every_default_renders(kind: str, channel: str, language: str) -> None:
     lang, template = default_template(kind, channel, language, "en")
     assert lang == language[:2]
-    values = _payment(language) if kind == "payment.receipt" else _booking(language)
+    values = _VALUES.get(kind, _booking)(language)
     rendered = template.render(values)
     parts = [rendered.text, rendered.subject or "", rendered.html or ""]
     for part in parts:
@@ -390,8 +407,10 @@ def test_every_default_renders(kind: str, channel: str, language: str) -> None:
         # No PHI beyond first name, time, service and clinic.
         assert "Zed Provider" not in part and "North Wing" not in part
     assert "Amelie" in rendered.text or channel == "push"
-    if kind != "payment.receipt":
+    if kind.startswith("booking."):
         assert values["booking"]["start_text"] in rendered.text
+    if kind == "payment.link" and channel != "push":
+        assert values["payment"]["pay_url"] in rendered.text
     if channel in ("sms", "whatsapp"):
         assert rendered.subject is None and rendered.html is None
         assert sms_segments(rendered.text)[0] == "GSM-7"  # French too: no ç, ê...

@@ -44,6 +44,8 @@ PUBLIC_PATHS = frozenset(
         "/public/{clinic_slug}/bookings",
         "/b/{token}",
         "/receipts/{token}",
+        "/pay/done",
+        "/pay/cancelled",
         "/oauth/calendar/callback",
     }
 )

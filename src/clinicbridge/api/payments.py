@@ -14,11 +14,10 @@ from clinicbridge.api.deps import DB, Paging, require
 from clinicbridge.api.idempotency import IdempotentRoute
 from clinicbridge.api.schemas import ListOut
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import InvalidInputError, NotFoundError
+from clinicbridge.core.errors import NotFoundError
 from clinicbridge.core.pagination import paginate
 from clinicbridge.core.tenancy import scoped_select
-from clinicbridge.payments import checkout, invoices, lifecycle, receipts, stripe_api
-from clinicbridge.payments.errors import InvoiceStateError
+from clinicbridge.payments import checkout, links, receipts
 from clinicbridge.payments.models import Payment, UnmatchedStripeEvent
 from clinicbridge.payments.schemas import (
     BookingPaymentOut,
@@ -114,29 +113,10 @@ async def pay_invoice(
     with ``"payment_method": "link"`` a payment page to send the patient."""
 
     def open_payment(session: Session) -> str:
-        invoice = invoices.get_invoice(session, ctx, invoice_id, lock=True)
-        if invoice.status != "open":
-            raise InvoiceStateError(f"A {invoice.status} invoice cannot be paid.")
-        due = invoices.due_of(session, invoice)
-        if due <= 0:
-            raise InvoiceStateError("Nothing is due on this invoice.")
-        integration = stripe_api.stripe_integration(session, ctx.tenant_id)
-        if integration is None:
-            raise InvalidInputError.one("payment_method", "the clinic has no Stripe integration")
         expires = ctx.now + timedelta(minutes=60) if body.payment_method == "link" else None
-        payment = lifecycle.new_payment(
-            session,
-            ctx,
-            patient_id=invoice.patient_id,
-            integration_id=integration.id,
-            amount=due,
-            currency=invoice.currency,
-            purpose="invoice",
-            method=body.payment_method,
-            invoice_id=invoice.id,
-            expires_at=expires,
-        )
-        return payment.id
+        return links.invoice_payment(
+            session, ctx, invoice_id, method=body.payment_method, expires_at=expires
+        ).id
 
     payment_id = await db.run_write(open_payment)
     started = await anyio.to_thread.run_sync(

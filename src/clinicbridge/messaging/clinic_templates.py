@@ -30,7 +30,11 @@ from clinicbridge.messaging.templates import (
     plain_context,
     validate_template,
 )
-from clinicbridge.messaging.variables import booking_variables, payment_variables
+from clinicbridge.messaging.variables import (
+    booking_variables,
+    payment_link_variables,
+    payment_variables,
+)
 
 
 def _language(tag: str) -> str:
@@ -243,6 +247,12 @@ def sample_variables(kind: str, language: str) -> dict[str, Any]:
             language=language, clinic_default_language="en", clinic_name="Maple Family Clinic",
             clinic_phone="+1 416 555 0100", patient_first_name="Alex", amount_minor=12550,
             currency="CAD", receipt_url="https://clinic.example/r/sample",
+        )  # fmt: skip
+    if kind == "payment.link":
+        return payment_link_variables(
+            language=language, clinic_default_language="en", clinic_name="Maple Family Clinic",
+            clinic_phone="+1 416 555 0100", patient_first_name="Alex", amount_minor=12550,
+            currency="CAD", pay_url="https://checkout.stripe.com/c/pay/sample",
         )  # fmt: skip
     return booking_variables(
         language=language, clinic_default_language="en", timezone="America/Toronto",

@@ -138,6 +138,17 @@ _TEXTS: dict[str, dict[str, _Texts]] = {
             rows=(("Amount", "payment.amount_text"),),
             actions=(("View receipt", "payment.receipt_url"),),
         ),
+        "payment.link": _Texts(
+            sms="Hi {{ patient.first_name }}, here is your secure link to pay "
+            "{{ payment.amount_text }} to {{ clinic.name }}: {{ payment.pay_url }}",
+            push_title="Your payment link",
+            push="Pay {{ payment.amount_text }} to {{ clinic.name }} securely online.",
+            subject="Your payment link from {{ clinic.name }}",
+            intro="As you asked, here is your secure link to pay {{ clinic.name }} online. "
+            "The clinic never asks for card numbers by phone or e-mail.",
+            rows=(("Amount", "payment.amount_text"),),
+            actions=(("Pay securely", "payment.pay_url"),),
+        ),
     },
     "fr": {
         "booking.confirmation": _Texts(
@@ -220,8 +231,22 @@ _TEXTS: dict[str, dict[str, _Texts]] = {
             rows=(("Montant", "payment.amount_text"),),
             actions=(("Voir le reçu", "payment.receipt_url"),),
         ),
+        "payment.link": _Texts(
+            sms="Bonjour {{ patient.first_name }}, voici votre lien sécurisé pour payer "
+            "{{ payment.amount_text }} à {{ clinic.name }} : {{ payment.pay_url }}",
+            push_title="Votre lien de paiement",
+            push="Payez {{ payment.amount_text }} à {{ clinic.name }} en ligne, en toute sécurité.",
+            subject="Votre lien de paiement de {{ clinic.name }}",
+            intro="Comme demandé, voici votre lien sécurisé pour payer {{ clinic.name }} en "
+            "ligne. La clinique ne demande jamais de numéro de carte par téléphone ou courriel.",
+            rows=(("Montant", "payment.amount_text"),),
+            actions=(("Payer en toute sécurité", "payment.pay_url"),),
+        ),
     },
 }
+
+
+_FORMAL = ("payment.receipt", "payment.link", "booking.cancelled")
 
 
 def _text_email(lang: str, kind: str, t: _Texts) -> str:
@@ -236,7 +261,7 @@ def _text_email(lang: str, kind: str, t: _Texts) -> str:
     if t.actions:
         lines.append("")
         lines += [f"{label}: {{{{ {expr} }}}}" for label, expr in t.actions]
-    closing = _REGARDS if kind in ("payment.receipt", "booking.cancelled") else _CLOSING
+    closing = _REGARDS if kind in _FORMAL else _CLOSING
     lines += ["", closing[lang], "{{ clinic.name }}", "{{ clinic.phone }}"]
     text = "\n".join(lines) + "\n"
     return text.replace(": {{", " : {{") if lang == "fr" else text
@@ -264,7 +289,7 @@ def _html_email(lang: str, kind: str, t: _Texts) -> str:
     actions = "".join(
         f'<a href="{{{{ {expr} }}}}" {_BUTTON}>{label}</a>\n' for label, expr in t.actions
     )
-    closing = _REGARDS if kind in ("payment.receipt", "booking.cancelled") else _CLOSING
+    closing = _REGARDS if kind in _FORMAL else _CLOSING
     return (
         f'<!DOCTYPE html>\n<html lang="{lang}">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{t.subject}</title>\n</head>\n"

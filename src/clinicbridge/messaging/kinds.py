@@ -55,6 +55,11 @@ KIND_VARIABLES: dict[str, VariableSpec] = {
         "patient": _PATIENT,
         "payment": frozenset({"amount_text", "currency", "receipt_url"}),
     },
+    "payment.link": {
+        "clinic": _CLINIC,
+        "patient": _PATIENT,
+        "payment": frozenset({"amount_text", "currency", "pay_url"}),
+    },
 }
 CUSTOM = "custom"
 KINDS: tuple[str, ...] = (*KIND_VARIABLES, CUSTOM)

@@ -104,6 +104,30 @@ def booking_variables(
     }
 
 
+def payment_link_variables(
+    *,
+    language: str | None,
+    clinic_default_language: str | None,
+    clinic_name: str,
+    clinic_phone: str,
+    patient_first_name: str,
+    amount_minor: int,
+    currency: str,
+    pay_url: str,
+) -> Variables:
+    """Variables of ``payment.link``: a secure page to pay ``amount_minor`` on."""
+    locale = babel_locale(language, clinic_default_language)
+    return {
+        "clinic": {"name": clinic_name, "phone": clinic_phone},
+        "patient": {"first_name": patient_first_name},
+        "payment": {
+            "amount_text": format_amount(amount_minor, currency.upper(), locale),
+            "currency": currency.upper(),
+            "pay_url": pay_url,
+        },
+    }
+
+
 def payment_variables(
     *,
     language: str | None,

@@ -38,6 +38,13 @@ from clinicbridge.settings import Settings
 
 PAYMENT_CHOICES = ("none", "deposit", "full")
 METHODS = ("card", "link")
+# What the patient sees on the Checkout page, by the payment's purpose.
+LINE_NAMES = {
+    "deposit": "Deposit",
+    "full": "Appointment",
+    "invoice": "Invoice",
+    "balance": "Account balance",
+}
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,7 @@ def _call_stripe(
             acct,
             amount=payment.amount,
             currency=payment.currency,
-            name="Deposit" if payment.purpose == "deposit" else "Appointment",
+            name=LINE_NAMES.get(payment.purpose, "Appointment"),
             metadata=metadata,
             success_url=f"{base}/pay/done?payment={payment.id}",
             cancel_url=f"{base}/pay/cancelled?payment={payment.id}",

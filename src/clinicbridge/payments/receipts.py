@@ -61,6 +61,7 @@ LABELS: dict[str, dict[str, str]] = {
         "link": "Payment link",
         "deposit": "Deposit for the appointment of",
         "full": "Appointment of",
+        "balance": "Account balance",
         "thanks": "Thank you!",
     },
     "fr": {
@@ -82,6 +83,7 @@ LABELS: dict[str, dict[str, str]] = {
         "link": "Lien de paiement",
         "deposit": "Acompte pour le rendez-vous du",
         "full": "Rendez-vous du",
+        "balance": "Solde du compte",
         "thanks": "Merci!",
     },
 }
@@ -173,7 +175,8 @@ def receipt_data(session: Session, payment: Payment) -> ReceiptData:
     else:
         booking = session.get(Booking, payment.booking_id) if payment.booking_id else None
         service = session.get(Service, booking.service_id) if booking is not None else None
-        label = LABELS[lang]["deposit" if payment.purpose == "deposit" else "full"]
+        purpose = payment.purpose if payment.purpose in ("deposit", "balance") else "full"
+        label = LABELS[lang][purpose]
         what = f"{service.name} - " if service is not None else ""
         description = f"{what}{label} {when(booking.starts_at)}" if booking else label
         lines.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from clinicbridge.voice.payment_tools import get_patient_balance, process_payment
 from clinicbridge.voice.toolkit import ToolFn
 from clinicbridge.voice.tools import (
     add_patient_note,
@@ -129,9 +130,9 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "getPatientBalance",
-            "The caller's account balance (not available yet).",
+            "The verified caller's account balance with the clinic (verifies the caller).",
             _schema(_IDENTITY),
-            not_available("checking your balance"),
+            get_patient_balance,
         ),
         ToolSpec(
             "getPatientInsurance",
@@ -141,9 +142,18 @@ TOOLS: dict[str, ToolSpec] = {
         ),
         ToolSpec(
             "processPayment",
-            "Take a payment (not available yet).",
-            _schema({"amount": "The amount.", **_IDENTITY}),
-            not_available("taking payments"),
+            "Send the verified caller a secure payment link by text message or e-mail, for "
+            "their open balance, an invoice or a booking awaiting payment. Never ask for "
+            "card numbers: the caller pays on the linked page.",
+            _schema(
+                {
+                    "channel": "How to send the link: 'sms' or 'email' (default: sms if possible).",
+                    "invoice_number": "The invoice the caller names, if any (e.g. INV-2026-0001).",
+                    "confirmation_code": _CODE_ARG,
+                    **_IDENTITY,
+                }
+            ),
+            process_payment,
         ),
     )
 }

@@ -57,9 +57,12 @@ log = logging.getLogger(__name__)
 
 CONNECTOR = "vapi"
 ACTOR_ROLE = "voice"
-# What a voice assistant may do on a clinic's behalf: no billing, no configuration.
+# What a voice assistant may do on a clinic's behalf: no refunds, no configuration.
+# Billing only through its tools: read a verified caller's balance, send a payment link.
 PERMISSIONS = frozenset(
     {
+        "billing:read",
+        "billing:write",
         "patients:read",
         "patients:write",
         "patients:notes",
