@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import logging
 import threading
@@ -11,6 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -35,6 +37,7 @@ from clinicbridge.http import (
 )
 from clinicbridge.http.models import HttpCall
 from clinicbridge.jobs.worker import Worker
+from tests.tls_support import self_signed_server_context
 
 Reply = int | httpx.Response | Exception
 
@@ -661,3 +664,56 @@ def test_worker_housekeeping_purges_the_call_log(
     clock.advance(timedelta(days=31))
     Worker(db, clock).housekeeping()
     assert call_rows(db) == []
+
+
+# -- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a self-signed certificate; the paths it served."""
+    served: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = self_signed_server_context(tmp_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_certificates_are_verified_by_every_client(
+    db: Database, https_server: tuple[str, list[str]]
+) -> None:
+    """The TLS context the clients share still verifies: an untrusted certificate fails
+    the call before any request is sent, for the first client and the next ones."""
+    url, served = https_server
+    for _ in range(2):
+        with (
+            OutboundClient(
+                db,
+                tenant_id=new_id("ten"),
+                integration="acme",
+                base_url=url,
+                retry=RetryPolicy(max_attempts=1),
+                breakers=BreakerRegistry(),
+            ) as client,
+            pytest.raises(ExternalServiceError),
+        ):
+            client.request("GET", "/v1/ping", operation="ping")
+    assert served == []

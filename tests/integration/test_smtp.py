@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,10 +14,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from icalendar import Calendar, Event
 
@@ -29,6 +24,7 @@ from clinicbridge.integrations.connector import ConnectorContext
 from clinicbridge.integrations.connectors.smtp import SessionPool, Smtp, SmtpCredentials, SmtpError
 from clinicbridge.messaging.email import Attachment, build_email, send_smtp
 from tests.conftest import Clinic, free_port
+from tests.tls_support import self_signed_server_context
 
 USER = "frontdesk@clinic.example"
 PASSWORD = "c0rrect-h0rse-battery"
@@ -82,39 +78,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    """A server context with a self-signed certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    folder = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context
+    return self_signed_server_context(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture

@@ -20,13 +20,16 @@ headers, bodies or the httpx message (which may quote any of them).
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any
 
+import certifi
 import httpx
 
 from clinicbridge.core.clock import Clock, SystemClock
@@ -63,6 +66,13 @@ for _name in ("httpx", "httpcore"):
 
 Sleep = Callable[[float], None]
 Random = Callable[[], float]
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process, shared by every client: building one loads
+    the CA bundle, which costs tens of milliseconds, more than most calls themselves."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 class OutboundClient:
@@ -107,6 +117,7 @@ class OutboundClient:
             base_url=base_url,
             headers=dict(headers or {}),
             transport=transport,
+            verify=_tls_context(),
             timeout=self.timeouts.to_httpx(),
             follow_redirects=False,
         )
