@@ -455,3 +455,77 @@ def test_a_reschedule_with_new_daily_tokens_sends_the_new_link(
         "booking.video_link",
     ]
     assert first in sent[1].body and second in sent[2].body and first not in sent[2].body
+
+
+def test_a_link_stored_while_the_confirmation_is_built_reaches_the_patient_once(
+    client: TestClient,
+    clinic: Clinic,
+    db: Database,
+    settings: Settings,
+    daily: fake_daily.FakeDaily,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The confirmation reads no link, the meeting is stored before it commits, and the
+    follow-up job runs at once: the patient still gets the link, in one message."""
+    import threading
+
+    from clinicbridge.messaging import booking_messages, video_links
+    from clinicbridge.messaging.models import Message
+
+    setup = practice(client, clinic)
+    service = _video_service(client, clinic, setup)
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    patient = {**PATIENT, "email": "helene@example.com"}
+    body = {"service_id": service, "provider_id": setup.provider, "patient": patient}
+    body["start"] = _slot(client, clinic, setup)
+    ok(client.post(f"{API}/bookings", json=body, headers=clinic.headers), 201)
+
+    built, release = threading.Event(), threading.Event()
+    original = booking_messages.queue_message
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        made = original(*args, **kwargs)
+        built.set()  # the confirmation is written, its transaction still open
+        assert release.wait(10)
+        return made
+
+    monkeypatch.setattr(booking_messages, "queue_message", paused)
+    failures: list[BaseException] = []
+
+    def run(kind: str) -> None:
+        try:
+            run_jobs(db, settings, kind)
+        except BaseException as exc:  # reported by the test thread
+            failures.append(exc)
+
+    confirming = threading.Thread(target=run, args=(booking_messages.LISTENER_KIND,))
+    confirming.start()
+    assert built.wait(10)
+    storing = threading.Thread(target=run, args=(meetings.KIND,))
+    storing.start()
+    storing.join(1.0)  # PostgreSQL: waits for the confirmation; SQLite: for the writer
+    run_jobs(db, settings, video_links.KIND)  # a follow-up queued by then runs now
+    release.set()
+    confirming.join(10)
+    storing.join(10)
+    assert not failures and not confirming.is_alive() and not storing.is_alive()
+    run_jobs(db, settings, video_links.KIND)
+    with db.read() as session:
+        sent = session.scalars(sa.select(Message).order_by(Message.created_at, Message.id)).all()
+        (meeting,) = session.scalars(sa.select(VideoMeeting)).all()
+    assert meeting.status == "ready"
+    with db.read() as session:
+        join_url = meetings.links(
+            session, shared_vault(db, settings.master_key_file), meeting.booking_id
+        )
+    assert join_url is not None
+    carrying = [m.kind for m in sent if join_url["join_url"] in m.body]
+    assert carrying == ["booking.video_link"] or carrying == ["booking.confirmation"]

@@ -27,6 +27,7 @@ from clinicbridge.settings import Settings
 from clinicbridge.vault.service import Vault
 from clinicbridge.vault.shared import shared_vault
 from clinicbridge.video.meetings import links as video_links
+from clinicbridge.video.meetings import lock_booking
 
 LISTENER_KIND = "messaging.booking_changed"
 CHANNEL = "email"
@@ -91,7 +92,10 @@ def message_variables(
 
 
 def _video_url(session: Session, vault: Vault | None, booking_id: str) -> str | None:
-    found = video_links(session, vault, booking_id) if vault is not None else None
+    if vault is None:
+        return None
+    lock_booking(session, booking_id)  # the message and a link being stored: one first
+    found = video_links(session, vault, booking_id)
     return found["join_url"] if found else None
 
 

@@ -67,6 +67,7 @@ def follow_up(job: JobContext) -> list[str]:
     version = int(job.payload["version"])
     queued: list[str] = []
     with job.db.write() as session:
+        meetings.lock_booking(session, str(job.payload["booking_id"]))  # before the reads
         booking = session.get(Booking, str(job.payload["booking_id"]))
         if booking is None or booking.status not in STANDING:
             return queued

@@ -17,6 +17,12 @@ messaging package queues its follow-up there, so a patient whose confirmation we
 without the link gets it (``booking.video_link``). The links open the meeting, so they
 are sealed in the vault and shown only to staff (``GET /api/v1/bookings/{id}/video``)
 and to the patient in messages (``booking.video_url``).
+
+A link and the messages that may carry it are serialized on the booking's row
+(``lock_booking``): on PostgreSQL a confirmation built while the link is being stored
+would otherwise read no link and commit after the follow-up job looked for it, and the
+patient would never get the link. With the lock one of the two goes first: either the
+confirmation carries the link, or the follow-up sees the confirmation without it.
 """
 
 from __future__ import annotations
@@ -181,6 +187,7 @@ def _save(
     error: str | None = None,
 ) -> None:
     with db.write() as session:
+        lock_booking(session, booking.id)
         row = session.scalar(
             sa.select(VideoMeeting).where(VideoMeeting.booking_id == booking.id).with_for_update()
         )
@@ -226,8 +233,15 @@ def _save(
                 hook(session, row, booking)
 
 
+def lock_booking(session: Session, booking_id: str) -> None:
+    """Hold the booking's row until the transaction ends (a no-op on SQLite, whose
+    writers are serialized already). Taken before the meeting row, always."""
+    session.execute(sa.select(Booking.id).where(Booking.id == booking_id).with_for_update())
+
+
 def links(session: Session, vault: Vault, booking_id: str) -> dict[str, str] | None:
-    """The ready meeting's ``join_url`` and ``host_url``, or None."""
+    """The ready meeting's ``join_url`` and ``host_url``, or None. A message about to
+    carry them calls ``lock_booking`` first."""
     row = session.scalar(sa.select(VideoMeeting).where(VideoMeeting.booking_id == booking_id))
     if row is None or row.status != "ready" or not row.links:
         return None
