@@ -263,3 +263,85 @@ def test_nothing_owed_and_no_stripe(
     assert pay["error"] == "not_available"  # the clinic has no Stripe: nothing is opened
     assert "does not take payments by link" in pay["message"]
     assert _payments(db) == []
+
+
+def _second_invoice(client: TestClient, practice: Practice, amount: int) -> None:
+    h = practice.clinic.headers
+    body = {
+        "patient_id": practice.patient_id,
+        "lines": [{"description": "Follow-up", "unit_price": amount, "tax_code": "exempt"}],
+    }
+    made = ok(client.post(f"{API}/invoices", json=body, headers=h), 201)
+    ok(client.post(f"{API}/invoices/{made['id']}/finalize", headers=h))
+
+
+def test_a_new_balance_link_expires_the_older_one(
+    fake: FakeStripe,
+    call: Call,
+    billed: str,
+    db: Database,
+    settings: Settings,
+    vclient: TestClient,
+    practice: Practice,
+) -> None:
+    """The 120.00 link is open when a 30.00 invoice is added and the caller asks again:
+    the new 150.00 link expires the old one at Stripe, so 120.00 cannot be paid twice."""
+    [first] = call(("processPayment", {}), number=CALLER)
+    drain(db, settings, kinds=(links.SEND_KIND,))
+    [old] = _payments(db)
+    assert old.amount == 12000 and old.status == "requires_payment"
+    _second_invoice(vclient, practice, 3000)
+    [again] = call(("processPayment", {}), number=CALLER, call_id="call-2")
+    assert again["success"] is True and "150.00 Canadian dollars" in again["message"]
+    assert again["payment_id"] != first["payment_id"]
+    drain(db, settings, kinds=(links.SEND_KIND, "payments.cancel_at_stripe"))
+    (old_row,) = [p for p in _payments(db) if p.id == old.id]
+    (new_row,) = [p for p in _payments(db) if p.id != old.id]
+    assert old_row.status == "canceled"
+    assert (new_row.amount, new_row.purpose, new_row.status) == (
+        15000,
+        "balance",
+        "requires_payment",
+    )
+    [expired] = fake.calls("POST", f"/v1/checkout/sessions/{old.stripe_checkout_session_id}/expire")
+    assert expired.idempotency_key == f"cb:{old.id}:cancel:v1"
+    with pytest.raises(Exception, match="no longer open"):
+        fake.complete_checkout(old.stripe_checkout_session_id)
+    with db.read() as session:
+        audit = session.scalars(
+            sa.select(AuditEvent).where(AuditEvent.action == "payment.link_superseded")
+        ).all()
+    assert [(a.resource_id, (a.diff or {}).get("superseded_by")) for a in audit] == [
+        (old.id, new_row.id)
+    ]
+    assert [m.kind for m in _messages(db)] == ["payment.link", "payment.link"]
+    fake.complete_checkout(new_row.stripe_checkout_session_id)
+    deliver(vclient, fake, stripe_id(vclient, practice))
+    drain(db, settings, kinds=("webhooks.process",))
+    h = practice.clinic.headers
+    assert (
+        ok(vclient.get(f"{API}/patients/{practice.patient_id}/balance", headers=h))["balance"] == 0
+    )
+
+
+def test_an_older_link_paid_before_it_is_expired_stays_paid(
+    fake: FakeStripe,
+    call: Call,
+    billed: str,
+    db: Database,
+    settings: Settings,
+    vclient: TestClient,
+    practice: Practice,
+) -> None:
+    call(("processPayment", {}), number=CALLER)
+    drain(db, settings, kinds=(links.SEND_KIND,))
+    [old] = _payments(db)
+    _second_invoice(vclient, practice, 3000)
+    call(("processPayment", {}), number=CALLER, call_id="call-2")
+    fake.complete_checkout(old.stripe_checkout_session_id)  # paid as the new link is made
+    drain(db, settings, kinds=("payments.cancel_at_stripe", "payments.reconcile"))
+    (old_row,) = [p for p in _payments(db) if p.id == old.id]
+    assert old_row.status == "succeeded" and old_row.amount_received == 12000
+    h = practice.clinic.headers
+    balance = ok(vclient.get(f"{API}/patients/{practice.patient_id}/balance", headers=h))
+    assert balance["balance"] == 3000

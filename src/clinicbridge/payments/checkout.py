@@ -19,6 +19,7 @@ the booking and how to retry; nothing is charged twice.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,11 +31,13 @@ from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.db.engine import Database
 from clinicbridge.payments import ledger, lifecycle, stripe_api, stripe_connect
 from clinicbridge.payments.config import billing_settings
-from clinicbridge.payments.errors import PaymentProviderUnavailableError
+from clinicbridge.payments.errors import PaymentProviderUnavailableError, StripeRefusedError
 from clinicbridge.payments.models import OPEN_PAYMENT_STATUSES, Payment
 from clinicbridge.scheduling.bookings import BookingStateError, get_booking
 from clinicbridge.scheduling.models import Booking, Service
 from clinicbridge.settings import Settings
+
+log = logging.getLogger("clinicbridge.payments")
 
 PAYMENT_CHOICES = ("none", "deposit", "full")
 METHODS = ("card", "link")
@@ -179,6 +182,8 @@ def _call_stripe(
             )
             session.flush()  # expunging unflushed changes would drop them
             session.expunge(row)
+        if row.status == "canceled":
+            _expire_late_session(acct, row.id, made.id)
         return Started(row, None, made.url)
     create = (  # a card presented at the front desk's reader, captured by the clinic
         stripe_connect.create_card_present_intent
@@ -210,6 +215,18 @@ def _call_stripe(
         session.flush()  # expunging unflushed changes would drop them
         session.expunge(row)
     return Started(row, intent.client_secret, None)
+
+
+def _expire_late_session(acct: stripe_api.Account, payment_id: str, session_id: str) -> None:
+    """The payment was cancelled (superseded) while its page was being made: close the
+    page too. Its link is never sent (``links.send_link`` checks first), so a failure
+    here leaves a page nobody has, which Stripe closes at its expiry."""
+    try:
+        stripe_api.expire_checkout_session(
+            acct, session_id, idempotency_key=f"cb:{payment_id}:cancel:late"
+        )
+    except (StripeRefusedError, PaymentProviderUnavailableError):
+        log.warning("late payment page not expired", extra={"fields": {"payment_id": payment_id}})
 
 
 def _as_obj(intent: stripe_api.Intent) -> dict[str, object]:

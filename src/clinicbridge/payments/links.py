@@ -9,6 +9,13 @@ same idempotency key on every try) and queues the message (one per payment and
 channel, even if the job runs twice). Stripe down: the job retries; nothing is sent
 twice and nothing is charged twice. Asking again for the same amount while a link is
 still open reuses that payment instead of opening a second one.
+
+A new link for another amount supersedes the open links it overlaps, so the patient
+cannot pay the same money twice: a balance link supersedes the patient's other balance
+and invoice links, an invoice link that invoice's other links and the balance links.
+Each is expired at Stripe by the cancel job (``lifecycle.cancel_at_stripe_later``), and
+turns ``canceled`` only once Stripe has expired it; one paid meanwhile stays paid.
+Links of a held booking are left alone (the hold ends them).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from clinicbridge.audit.service import record
 from clinicbridge.core.context import Ctx
 from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.models import Tenant
@@ -77,6 +85,35 @@ def _reusable(
     ).first()
 
 
+def _lock_patient(session: Session, patient_id: str) -> None:
+    """Two link requests for one patient at once: one waits, then sees the other's."""
+    session.execute(sa.select(Patient.id).where(Patient.id == patient_id).with_for_update())
+
+
+def _supersede(session: Session, ctx: Ctx, made: Payment) -> None:
+    """Expire the patient's open links that ``made`` overlaps (see the module doc)."""
+    overlapping = (
+        Payment.purpose.in_(("balance", "invoice"))
+        if made.purpose == "balance"
+        else sa.or_(Payment.purpose == "balance", Payment.invoice_id == made.invoice_id)
+    )
+    older = session.scalars(
+        scoped_select(Payment, ctx.tenant_id).where(
+            Payment.patient_id == made.patient_id,
+            Payment.method == "link",
+            Payment.id != made.id,
+            Payment.status.in_(("creating", "requires_payment")),
+            overlapping,
+        )
+    ).all()
+    for payment in older:
+        record(
+            session, ctx, "payment.link_superseded", "payment", payment.id,
+            diff={"superseded_by": made.id},
+        )  # fmt: skip
+        lifecycle.cancel_at_stripe_later(session, payment, ctx.now)
+
+
 def invoice_payment(
     session: Session,
     ctx: Ctx,
@@ -88,6 +125,12 @@ def invoice_payment(
 ) -> Payment:
     """A payment of what an open invoice still asks for (``POST /invoices/{id}/pay`` and
     the voice receptionist). 409 when the invoice is not open or nothing is due."""
+    patient_id = session.scalar(
+        scoped_select(Invoice, ctx.tenant_id).with_only_columns(Invoice.patient_id)
+        .where(Invoice.id == invoice_id)
+    )  # fmt: skip
+    if patient_id is not None:
+        _lock_patient(session, patient_id)  # the patient first, then the invoice: always
     invoice = invoices.get_invoice(session, ctx, invoice_id, lock=True)
     if invoice.status != "open":
         raise InvoiceStateError(f"A {invoice.status} invoice cannot be paid.")
@@ -99,7 +142,7 @@ def invoice_payment(
         if found is not None:
             return found
     integration_id = _integration_id(session, ctx, "payment_method")
-    return lifecycle.new_payment(
+    made = lifecycle.new_payment(
         session,
         ctx,
         patient_id=invoice.patient_id,
@@ -111,12 +154,16 @@ def invoice_payment(
         invoice_id=invoice.id,
         expires_at=expires_at,
     )
+    if method == "link":
+        _supersede(session, ctx, made)
+    return made
 
 
 def balance_payment(session: Session, ctx: Ctx, patient_id: str) -> Payment:
     """A link payment of the patient's whole open balance (the read is audited); 409
     when nothing is owed. When one open invoice asks for exactly the balance, the
     payment is for that invoice, so that paying it settles the invoice too."""
+    _lock_patient(session, patient_id)
     owed, currency = ledger.patient_balance(session, ctx, patient_id, purpose="payment_link")
     if owed <= 0:
         raise PaymentStateError("Nothing is owed on this account.")
@@ -138,7 +185,7 @@ def balance_payment(session: Session, ctx: Ctx, patient_id: str) -> Payment:
     found = _reusable(session, ctx, patient_id, "balance", owed, None)
     if found is not None:
         return found
-    return lifecycle.new_payment(
+    made = lifecycle.new_payment(
         session,
         ctx,
         patient_id=patient_id,
@@ -149,6 +196,8 @@ def balance_payment(session: Session, ctx: Ctx, patient_id: str) -> Payment:
         method="link",
         expires_at=ctx.now + LINK_LIFETIME,
     )
+    _supersede(session, ctx, made)
+    return made
 
 
 def open_invoice_of(session: Session, ctx: Ctx, patient_id: str, number: str) -> Invoice | None:
