@@ -13,9 +13,10 @@ The job sends each succeeded payment of the booking its provider's share
    with the idempotency key ``cb:{payment_id}:tr:v1``;
 2. ``POST /v1/transfers`` (``destination`` the provider's account, ``source_transaction``
    the payment's charge, so the money follows the charge), no transaction open;
-3. a short transaction records Stripe's transfer id (``paid``). Stripe refusing it is
-   ``failed`` with Stripe's code; Stripe unreachable fails the job, whose retry sends
-   the same key: Stripe answers the first transfer again.
+3. a short transaction records Stripe's transfer id (``paid``). Stripe refusing it (a
+   value such as the amount, too) is ``failed`` with Stripe's code; Stripe unreachable
+   fails the job, whose retry sends the same key: Stripe answers the first transfer
+   again.
 
 A refusal about the account's state (the ``transfers`` capability not active yet) is
 resent as a new attempt, under a new key, once the account can receive transfers
@@ -36,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record_system
 from clinicbridge.core.context import Ctx
+from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.registry import StoredEvent, integrations
@@ -188,6 +190,8 @@ def submit(db: Database, settings: Settings, transfer_id: str, now: datetime) ->
         status, stripe_id, code = "paid", made.id, None
     except StripeRefusedError as exc:
         status, stripe_id, code = "failed", None, exc.code or f"http_{exc.status_code}"
+    except InvalidInputError as exc:  # Stripe refused a value (amount, currency): final
+        status, stripe_id, code = "failed", None, exc.errors[0].code[:64]
     with db.write() as session:
         # The account first, then the transfer: the order account.updated locks them in.
         holder = session.get(ConnectedAccount, account.id, with_for_update=True)
