@@ -73,7 +73,11 @@ def test_a_refused_transfer_is_paid_once_when_the_account_can_receive_it(
     assert deliver(client, fake, s.integration) == 1  # account.updated, signed by the SDK
     assert transfer_retries.RETRY_KIND in drain(db, settings)
     listed = ok(client.get(f"{API}/transfers", headers=clinic.headers))["data"]
-    assert [(t["status"], t["amount"], t["failure_code"]) for t in listed] == [("paid", 6300, None)]
+    assert [(t["status"], t["amount"], t["failure_code"], t["attempt"]) for t in listed] == [
+        ("paid", 6300, None, 2)
+    ]
+    url = f"{API}/providers/{s.provider}/payout-account"
+    assert ok(client.get(url, headers=clinic.headers))["transfers_enabled"] is True
     assert keys(fake) == [(f"cb:{payment_id}:tr:v1", False), (f"cb:{payment_id}:tr:v2", False)]
     assert len(fake.of_type("transfer")) == 1 and fake.get(acct)["_balance"]["pending"] == 6300
     # the same state told again (a new event), and the job again: nothing more is sent
