@@ -43,7 +43,7 @@ from clinicbridge.web import conversations as web_conversations
 from clinicbridge.web import integrations as web_integrations
 from clinicbridge.web import invoices as web_invoices
 from clinicbridge.web import messages as web_messages
-from clinicbridge.web import pay_pages
+from clinicbridge.web import pay_pages, payout_pages
 from clinicbridge.web import reminder_rules as web_reminder_rules
 from clinicbridge.web import routes as web_routes
 
@@ -78,6 +78,7 @@ def _routes() -> tuple[BaseRoute, ...]:
         web_billing.router,
         web_invoices.router,
         pay_pages.router,
+        payout_pages.router,
     ):
         router.include_router(part)
     return tuple(router.routes)

@@ -44,6 +44,8 @@ def test_every_route_declares_a_permission_or_is_public(app: FastAPI) -> None:
         "/receipts/{token}",
         "/pay/done",
         "/pay/cancelled",
+        "/payouts/onboarding/refresh",
+        "/payouts/onboarding/done",
         "/oauth/calendar/callback",
     } == PUBLIC_PATHS
 

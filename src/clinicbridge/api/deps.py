@@ -46,6 +46,8 @@ PUBLIC_PATHS = frozenset(
         "/receipts/{token}",
         "/pay/done",
         "/pay/cancelled",
+        "/payouts/onboarding/refresh",
+        "/payouts/onboarding/done",
         "/oauth/calendar/callback",
     }
 )

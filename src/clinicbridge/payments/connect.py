@@ -11,7 +11,14 @@ has finished onboarding (``details_submitted``), payouts that are blocked
 (``payouts_enabled`` false, requirements ``past_due``, or a ``disabled_reason``) open
 the ``connect_payouts_blocked`` alert on the account (one open alert, audited and
 announced as ``integration.unhealthy``); it is resolved when Stripe reports the block
-cleared. Events older than what we know (by ``created``) change nothing.
+cleared. Events older than what we know (by ``created``) change nothing. The account's
+``transfers`` capability becoming active resends the transfers Stripe refused for the
+account's state (``transfer_retries``), in the same transaction.
+
+The onboarding link's ``refresh_url`` and ``return_url`` carry signed tokens
+(``onboarding_links``): the provider coming back from Stripe is not signed in here.
+``refresh_onboarding`` makes a new link for the refresh page (audited); the return page
+calls ``refresh`` for the account's state.
 """
 
 from __future__ import annotations
@@ -33,7 +40,13 @@ from clinicbridge.integrations.alerts import RECOVERED, UNHEALTHY, event_data, o
 from clinicbridge.integrations.models import Alert
 from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs.registry import JobContext
-from clinicbridge.payments import ledger, stripe_api, stripe_connect
+from clinicbridge.payments import (
+    ledger,
+    onboarding_links,
+    stripe_api,
+    stripe_connect,
+    transfer_retries,
+)
 from clinicbridge.payments.connect_models import ConnectedAccount, ServicePayoutRule
 from clinicbridge.payments.errors import PaymentProviderUnavailableError
 from clinicbridge.payments.stripe_events import unmatched
@@ -122,48 +135,79 @@ def start_onboarding(db: Database, settings: Settings, ctx: Ctx, provider_id: st
                     diff={"provider_id": provider_id, "stripe_account_id": made.id},
                 )  # fmt: skip
                 apply_account(session, row, made, ctx.now)
-    base = settings.public_base_url
-    url, expires = stripe_connect.create_account_link(
-        acct,
-        stripe_id,
-        refresh_url=f"{base}/payouts/onboarding/refresh?provider={provider_id}",
-        return_url=f"{base}/payouts/onboarding/done?provider={provider_id}",
-        idempotency_key=f"cb:{stripe_id}:link:{new_id('lnk')}",
-    )
+    url, expires = _account_link(settings, acct, ctx, provider_id, stripe_id)
     with db.read() as session:
         row = require_account(session, ctx, provider_id)
         session.expunge(row)
     return Onboarding(row, url, expires)
 
 
+def _account_link(
+    settings: Settings, acct: stripe_api.Account, ctx: Ctx, provider_id: str, stripe_id: str
+) -> tuple[str, int | None]:
+    """A new onboarding link (a new idempotency key each time: links are single use),
+    sending the provider back to our signed pages."""
+    refresh_url, return_url = onboarding_links.urls(settings, ctx.tenant_id, provider_id, ctx.now)
+    return stripe_connect.create_account_link(
+        acct,
+        stripe_id,
+        refresh_url=refresh_url,
+        return_url=return_url,
+        idempotency_key=f"cb:{stripe_id}:link:{new_id('lnk')}",
+    )
+
+
+def refresh_onboarding(db: Database, settings: Settings, ctx: Ctx, provider_id: str) -> str:
+    """A new onboarding link for a provider whose link expired or was used (the
+    refresh page): the account must exist already. Audited once Stripe made it; Stripe
+    unreachable raises and writes nothing. Call with no transaction open."""
+    with db.read() as session:
+        row = require_account(session, ctx, provider_id)
+        stripe_id, row_id = row.stripe_account_id, row.id
+        _, acct = _integration_account(db, settings, session, ctx.tenant_id)
+    url, _expires = _account_link(settings, acct, ctx, provider_id, stripe_id)
+    with db.write() as session:
+        record(
+            session, ctx, "connected_account.onboarding_link", RESOURCE, row_id,
+            diff={"provider_id": provider_id, "via": "refresh_url"},
+        )  # fmt: skip
+    return url
+
+
 def refresh(
-    db: Database, settings: Settings, ctx: Ctx, provider_id: str, *, account: bool = True
+    db: Database,
+    settings: Settings,
+    ctx: Ctx,
+    provider_id: str,
+    *,
+    account: bool = True,
+    balance: bool = True,
 ) -> ConnectedAccount:
-    """Ask Stripe for the account's state (``account``) and balance, and keep them. When
-    Stripe cannot be reached for the balance alone, the last snapshot is kept."""
+    """Ask Stripe for the account's state (``account``) and balance (``balance``), and
+    keep them. When Stripe cannot be reached for the balance alone, the last snapshot
+    is kept."""
     with db.read() as session:
         row = require_account(session, ctx, provider_id)
         stripe_id, row_id = row.stripe_account_id, row.id
         _, acct = _integration_account(db, settings, session, ctx.tenant_id)
         currency = ledger.clinic_currency(session, ctx.tenant_id)
     seen = stripe_connect.retrieve_account(acct, stripe_id) if account else None
+    money: stripe_connect.Balance | None = None
     try:
-        balance: stripe_connect.Balance | None = stripe_connect.connected_balance(
-            acct, stripe_id, currency
-        )
+        if balance:
+            money = stripe_connect.connected_balance(acct, stripe_id, currency)
     except PaymentProviderUnavailableError:
         if account:
             raise
-        balance = None
     with db.write() as session:
         locked = session.get(ConnectedAccount, row_id, with_for_update=True)
         if locked is None:
             raise NotFoundError("This provider has no payout account yet.")
         if seen is not None:
             apply_account(session, locked, seen, ctx.now)
-        if balance is not None:
-            locked.balance_available, locked.balance_pending = balance.available, balance.pending
-            locked.balance_currency, locked.balance_at = balance.currency, ctx.now
+        if money is not None:
+            locked.balance_available, locked.balance_pending = money.available, money.pending
+            locked.balance_currency, locked.balance_at = money.currency, ctx.now
         session.flush()
         session.expunge(locked)
     return locked
@@ -190,8 +234,9 @@ def apply_account(
     *,
     event_created: int | None = None,
 ) -> bool:
-    """Keep what Stripe says of the account, open or resolve the blocked-payouts alert;
-    False (nothing changed) for an event older than what we know."""
+    """Keep what Stripe says of the account, open or resolve the blocked-payouts alert,
+    resend refused transfers when it can receive them again; False (nothing changed)
+    for an event older than what we know."""
     if event_created is not None:
         if event_created < row.stripe_event_created:
             return False
@@ -200,9 +245,11 @@ def apply_account(
         "charges_enabled": row.charges_enabled,
         "payouts_enabled": row.payouts_enabled,
         "details_submitted": row.details_submitted,
+        "transfers_active": row.transfers_active,
         "requirements_past_due": list(row.requirements_past_due or []),
         "disabled_reason": row.disabled_reason,
     }
+    row.transfers_active = seen.transfers_active
     row.charges_enabled, row.payouts_enabled = seen.charges_enabled, seen.payouts_enabled
     row.details_submitted = seen.details_submitted
     row.requirements_currently_due = list(seen.currently_due)
@@ -213,6 +260,7 @@ def apply_account(
         "charges_enabled": row.charges_enabled,
         "payouts_enabled": row.payouts_enabled,
         "details_submitted": row.details_submitted,
+        "transfers_active": row.transfers_active,
         "requirements_past_due": list(row.requirements_past_due),
         "disabled_reason": row.disabled_reason,
     }
@@ -237,6 +285,8 @@ def apply_account(
             _announce(session, alert, now)
     else:
         _resolve_blocked(session, row, now)
+    if row.transfers_active and not before["transfers_active"]:
+        transfer_retries.resume(session, row, now)
     return True
 
 

@@ -43,6 +43,12 @@ class ConnectedAccount(Base):
     charges_enabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     payouts_enabled: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     details_submitted: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    # The ``transfers`` capability is active: Stripe accepts transfers to the account.
+    # Set False again when Stripe refuses a transfer for the account's state, so that
+    # the account becoming able again (a recovery) is seen and refused transfers resent.
+    transfers_active: Mapped[bool] = mapped_column(
+        sa.Boolean, default=False, server_default=sa.false()
+    )
     requirements_currently_due: Mapped[list[str]] = mapped_column(sa.JSON)
     requirements_past_due: Mapped[list[str]] = mapped_column(sa.JSON)
     disabled_reason: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
@@ -106,6 +112,9 @@ class Transfer(Base):
     currency: Mapped[str] = mapped_column(sa.String(3))
     status: Mapped[str] = mapped_column(sa.String(16))
     stripe_transfer_id: Mapped[str | None] = mapped_column(sa.String(255), nullable=True)
+    # Attempt n is sent with ``cb:{payment_id}:tr:v{n}``: the same key for every try of
+    # one attempt (exactly once), a new one when a refused transfer is resent.
+    attempt: Mapped[int] = mapped_column(sa.Integer, default=1, server_default=sa.text("1"))
     idempotency_key: Mapped[str] = mapped_column(sa.String(128))
     failure_code: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

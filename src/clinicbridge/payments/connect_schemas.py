@@ -37,6 +37,9 @@ class PayoutAccountOut(BaseModel):
     charges_enabled: bool
     payouts_enabled: bool
     details_submitted: bool
+    transfers_enabled: bool = Field(
+        description="Stripe accepts transfers to the account (its transfers capability)"
+    )
     requirements_currently_due: list[str]
     requirements_past_due: list[str]
     disabled_reason: str | None
@@ -61,6 +64,7 @@ class PayoutAccountOut(BaseModel):
             charges_enabled=row.charges_enabled,
             payouts_enabled=row.payouts_enabled,
             details_submitted=row.details_submitted,
+            transfers_enabled=row.transfers_active,
             requirements_currently_due=list(row.requirements_currently_due or []),
             requirements_past_due=list(row.requirements_past_due or []),
             disabled_reason=row.disabled_reason,
@@ -102,6 +106,7 @@ class TransferOut(_Output):
     status: str
     stripe_transfer_id: str | None
     failure_code: str | None
+    attempt: int = Field(description="1, then 2... each time a refused transfer is resent")
     created_at: datetime
     updated_at: datetime
 

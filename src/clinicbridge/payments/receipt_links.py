@@ -5,6 +5,10 @@ HMAC-SHA256 (truncated to 128 bits) over the rest, keyed by a key derived from t
 master key with HKDF (``info=b"clinicbridge receipt links v1"``): nothing is stored,
 only the master key can mint one, and tags are compared in constant time. A link is
 good for ``VALID_FOR`` (a year); rotating the master key invalidates links sent.
+
+``make_token`` and ``read_token`` take the key and an opaque ASCII subject, so other
+public links reuse them under a key of their own (``onboarding_links``: another HKDF
+``info``, so a token of one kind is never good for another).
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ class ReceiptLinkError(Exception):
     """Malformed, altered, signed with another key, or expired."""
 
 
+class ExpiredLinkError(ReceiptLinkError):
+    """Genuine, but past its expiry."""
+
+
 def link_key(settings: Settings) -> bytes:
     master = load_master_key(settings.master_key_file)
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
@@ -42,13 +50,15 @@ def _tag(key: bytes, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-def make_token(key: bytes, payment_id: str, expires_at: datetime) -> str:
-    payload = _HEADER.pack(VERSION, int(expires_at.timestamp())) + payment_id.encode("ascii")
+def make_token(key: bytes, subject: str, expires_at: datetime) -> str:
+    """A token naming ``subject`` (a payment id for receipts) until ``expires_at``."""
+    payload = _HEADER.pack(VERSION, int(expires_at.timestamp())) + subject.encode("ascii")
     return base64.urlsafe_b64encode(payload + _tag(key, payload)).rstrip(b"=").decode("ascii")
 
 
 def read_token(key: bytes, token: str, now: datetime) -> str:
-    """The payment id of a genuine, unexpired token; ReceiptLinkError otherwise."""
+    """The subject of a genuine, unexpired token; ReceiptLinkError otherwise
+    (ExpiredLinkError for a genuine one past its expiry)."""
     if not 1 <= len(token) <= 200:
         raise ReceiptLinkError("bad length")
     try:
@@ -61,9 +71,14 @@ def read_token(key: bytes, token: str, now: datetime) -> str:
     if not hmac.compare_digest(tag, _tag(key, payload)):
         raise ReceiptLinkError("bad tag")
     version, expiry = _HEADER.unpack(payload[: _HEADER.size])
-    if version != VERSION or datetime.fromtimestamp(expiry, UTC) <= now:
-        raise ReceiptLinkError("expired or unknown version")
-    return payload[_HEADER.size :].decode("ascii")
+    if version != VERSION:
+        raise ReceiptLinkError("unknown version")
+    if datetime.fromtimestamp(expiry, UTC) <= now:
+        raise ExpiredLinkError("expired")
+    try:
+        return payload[_HEADER.size :].decode("ascii")
+    except UnicodeDecodeError:
+        raise ReceiptLinkError("not ascii") from None
 
 
 def receipt_url(settings: Settings, payment_id: str, now: datetime) -> str:

@@ -34,6 +34,7 @@ class StripeAccount:
     charges_enabled: bool
     payouts_enabled: bool
     details_submitted: bool
+    transfers_active: bool = False  # the ``transfers`` capability is ``active``
     currently_due: list[str] = field(default_factory=list)
     past_due: list[str] = field(default_factory=list)
     disabled_reason: str | None = None
@@ -41,11 +42,14 @@ class StripeAccount:
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> StripeAccount:
         req = obj.get("requirements") or {}
+        capabilities = obj.get("capabilities") or {}
         return cls(
             id=str(obj["id"]),
             charges_enabled=bool(obj.get("charges_enabled")),
             payouts_enabled=bool(obj.get("payouts_enabled")),
             details_submitted=bool(obj.get("details_submitted")),
+            transfers_active=isinstance(capabilities, dict)
+            and capabilities.get("transfers") == "active",
             currently_due=[str(x) for x in req.get("currently_due") or []],
             past_due=[str(x) for x in req.get("past_due") or []],
             disabled_reason=req.get("disabled_reason") or None,

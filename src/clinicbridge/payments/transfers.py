@@ -13,9 +13,16 @@ The job sends each succeeded payment of the booking its provider's share
    with the idempotency key ``cb:{payment_id}:tr:v1``;
 2. ``POST /v1/transfers`` (``destination`` the provider's account, ``source_transaction``
    the payment's charge, so the money follows the charge), no transaction open;
-3. a short transaction records Stripe's transfer id (``paid``). Stripe refusing it is
-   ``failed`` with Stripe's code; Stripe unreachable fails the job, whose retry sends
-   the same key: Stripe answers the first transfer again.
+3. a short transaction records Stripe's transfer id (``paid``). Stripe refusing it (a
+   value such as the amount, too) is ``failed`` with Stripe's code; Stripe unreachable
+   fails the job, whose retry sends the same key: Stripe answers the first transfer
+   again.
+
+A refusal about the account's state (the ``transfers`` capability not active yet) is
+resent as a new attempt, under a new key, once the account can receive transfers
+(``transfer_retries``). Such a refusal also marks the account as not able (Stripe's
+answer is newer than what we knew), unless Stripe told us since we asked that it is
+able: then the transfer is resent at once, since no later event would resend it.
 
 A refund afterwards (``charge.refunded``) reverses the provider's part of it
 (``POST /v1/transfers/{id}/reversals``); fully reversed, the transfer is ``reversed``.
@@ -30,12 +37,13 @@ from sqlalchemy.orm import Session
 
 from clinicbridge.audit import record_system
 from clinicbridge.core.context import Ctx
+from clinicbridge.core.errors import InvalidInputError
 from clinicbridge.core.ids import new_id
 from clinicbridge.db.engine import Database
 from clinicbridge.integrations.registry import StoredEvent, integrations
 from clinicbridge.jobs import queue
 from clinicbridge.jobs.registry import JobContext, PeriodicTask, registry
-from clinicbridge.payments import stripe_api, stripe_connect
+from clinicbridge.payments import stripe_api, stripe_connect, transfer_retries
 from clinicbridge.payments.connect import provider_share
 from clinicbridge.payments.connect_models import ConnectedAccount, ServicePayoutRule, Transfer
 from clinicbridge.payments.errors import StripeRefusedError
@@ -128,7 +136,8 @@ def prepare(session: Session, booking_id: str, now: datetime) -> list[str]:
             amount_reversed=0,
             currency=payment.currency,
             status="submitting",
-            idempotency_key=f"cb:{payment.id}:tr:v1",
+            attempt=1,
+            idempotency_key=transfer_retries.key_for(payment.id, 1),
             created_at=now,
             updated_at=now,
         )
@@ -160,6 +169,7 @@ def submit(db: Database, settings: Settings, transfer_id: str, now: datetime) ->
         if account is None or payment is None or integration is None:
             return
         acct = stripe_api.account(db, settings, integration)
+        key = transfer.idempotency_key  # this attempt's key, on every try
         session.expunge_all()
     try:
         made = stripe_connect.create_transfer(
@@ -175,21 +185,31 @@ def submit(db: Database, settings: Settings, transfer_id: str, now: datetime) ->
                 "booking_id": transfer.booking_id or "",
                 "provider_id": transfer.provider_id,
             },
-            idempotency_key=transfer.idempotency_key,
+            idempotency_key=key,
         )
         status, stripe_id, code = "paid", made.id, None
     except StripeRefusedError as exc:
         status, stripe_id, code = "failed", None, exc.code or f"http_{exc.status_code}"
+    except InvalidInputError as exc:  # Stripe refused a value (amount, currency): final
+        status, stripe_id, code = "failed", None, exc.errors[0].code[:64]
     with db.write() as session:
+        # The account first, then the transfer: the order account.updated locks them in.
+        holder = session.get(ConnectedAccount, account.id, with_for_update=True)
         row = session.get(Transfer, transfer_id, with_for_update=True)
-        if row is None or row.status != "submitting":
-            return
+        if row is None or row.status != "submitting" or row.idempotency_key != key:
+            return  # recorded by another run already
         row.status, row.stripe_transfer_id, row.failure_code = status, stripe_id, code
         row.updated_at = now
         record_system(
             session, row.tenant_id, f"transfer.{status}", RESOURCE, row.id, now=now,
-            actor_id="stripe", diff={"status": ["submitting", status], "failure_code": code},
+            actor_id="stripe", diff={"status": ["submitting", status], "failure_code": code,
+                                     "attempt": row.attempt},
         )  # fmt: skip
+        if holder is not None and transfer_retries.about_account(code) and holder.transfers_active:
+            if holder.updated_at >= now:
+                transfer_retries.resume_one(session, row, now)  # able since we asked
+            else:
+                holder.transfers_active = False
 
 
 @registry.handler(TRANSFER_KIND, max_attempts=10)
@@ -200,6 +220,14 @@ def transfer_for_booking(job: JobContext) -> None:
         pending = prepare(session, str(job.payload["booking_id"]), job.now())
     for transfer_id in pending:
         submit(job.db, job.settings, transfer_id, job.now())
+
+
+@registry.handler(transfer_retries.RETRY_KIND, max_attempts=10)
+def retry_transfer(job: JobContext) -> None:
+    """A refused transfer's next attempt (``transfer_retries.resume``)."""
+    if job.settings is None:
+        raise RuntimeError("transfers need the service settings (master key file)")
+    submit(job.db, job.settings, str(job.payload["transfer_id"]), job.now())
 
 
 @registry.handler(SWEEP_KIND, max_attempts=3)
