@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from clinicbridge.api.deps import DB, require
 from clinicbridge.api.idempotency import IdempotentRoute
 from clinicbridge.api.schemas import ListOut
-from clinicbridge.calendars import connections, oauth
+from clinicbridge.calendars import conflicts, connections, oauth
 from clinicbridge.calendars.errors import OAuthStateError
 from clinicbridge.calendars.schemas import (
     AuthorizationStart,
@@ -135,10 +135,16 @@ def get_connection(provider_id: str, connection_id: str, db: DB, ctx: Reader) ->
 def update_connection(
     provider_id: str, connection_id: str, body: ConnectionUpdate, db: DB, ctx: Writer
 ) -> ConnectionOut:
-    """Switch ``export_bookings``; on, the provider's future bookings are written too."""
+    """Switch ``import_busy`` and/or ``export_bookings`` (one must stay on). Import off:
+    the imported blocks go at once (and the conflict alerts they caused are resolved),
+    push and polling stop; on: a full sync is queued. Export on: the provider's future
+    bookings are written too."""
     with db.write() as session:
         row = connections.update_connection(session, ctx, provider_id, connection_id, body)
-        return connections.to_out(row, ctx.now)
+        out = connections.to_out(row, ctx.now)
+    if body.import_busy is False:
+        conflicts.check_provider(db, ctx.tenant_id, provider_id, ctx.now)
+    return out
 
 
 @router.post(CONNECTIONS + "/{connection_id}/sync", status_code=202, response_model=SyncStarted)

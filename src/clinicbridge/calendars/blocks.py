@@ -116,7 +116,10 @@ def write(
     reason: str,
 ) -> int:
     """Apply ``result`` in batches; stops (returns what was written) if the connection
-    was deleted meanwhile. Returns the number of rows changed."""
+    was deleted or its import switched off meanwhile. Returns the number of rows changed.
+
+    Each batch locks the connection row first: switching import off (which locks it too
+    and deletes the blocks) thus comes wholly before or after a batch, never between."""
     done = 0
     steps: list[tuple[str, list[Any]]] = [
         *(("delete", c) for c in _chunks(result.deletes)),
@@ -134,7 +137,10 @@ def write(
             transactions.append([step])
     for group in transactions:
         with db.write() as session:
-            if session.get(CalendarConnection, connection.id) is None:
+            current = session.get(
+                CalendarConnection, connection.id, with_for_update=True, populate_existing=True
+            )
+            if current is None or not current.import_busy:
                 return done
             for what, chunk in group:
                 _apply(session, connection, what, chunk, now, reason)
@@ -185,6 +191,17 @@ def _apply(
                 for k, start, end, group in chunk
             ],
         )
+
+
+def delete_all(session: Session, connection_id: str) -> int:
+    """Remove every block of a connection (its import was switched off), in the caller's
+    transaction; returns how many went. The triggers fire per row, as for a sync round."""
+    removed = count(session, connection_id)
+    if removed:
+        session.connection().execute(
+            sa.delete(_BLOCKS).where(_BLOCKS.c.connection_id == connection_id)
+        )
+    return removed
 
 
 def count(session: Session, connection_id: str) -> int:

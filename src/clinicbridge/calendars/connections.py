@@ -1,10 +1,12 @@
 """A provider's calendar accounts (OAuth grants) and calendar connections.
 
-Creating a connection checks, with one outside call made outside any transaction,
+A connection imports busy time, exports bookings, or both (never neither: a 422 naming
+the switches). Creating one checks, with one outside call made outside any transaction,
 that the calendar exists and the integration may read it; then the row, its audit
 event and its first sync job are written in one transaction. Deleting a connection
 deletes its imported blocks with it (foreign key cascade; the schedule-version
-triggers fire for each, so availability follows at once). Another clinic's provider,
+triggers fire for each, so availability follows at once); switching its import off
+deletes them the same way and stops its push and polling. Another clinic's provider,
 integration or connection is a 404.
 """
 
@@ -17,10 +19,10 @@ from urllib.parse import quote
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from clinicbridge.audit import record
-from clinicbridge.calendars import caldav, google, push
+from clinicbridge.audit import diff_of, record
+from clinicbridge.calendars import alerts, caldav, google, push
 from clinicbridge.calendars.backfill import queue_backfill
-from clinicbridge.calendars.blocks import count
+from clinicbridge.calendars.blocks import count, delete_all
 from clinicbridge.calendars.calls import Authorized
 from clinicbridge.calendars.errors import CalendarNotAuthorized
 from clinicbridge.calendars.models import CalendarAccount, CalendarConnection
@@ -34,7 +36,12 @@ from clinicbridge.calendars.schemas import (
 from clinicbridge.calendars.sync import enqueue_sync
 from clinicbridge.calendars.tokens import TokenSource
 from clinicbridge.core.context import Ctx
-from clinicbridge.core.errors import ConflictError, InvalidInputError, NotFoundError
+from clinicbridge.core.errors import (
+    ConflictError,
+    FieldError,
+    InvalidInputError,
+    NotFoundError,
+)
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.tenancy import get_scoped, scoped_select
 from clinicbridge.db.engine import Database
@@ -45,6 +52,7 @@ from clinicbridge.scheduling.models import Provider
 from clinicbridge.vault.service import Vault
 
 CALENDAR_CONNECTORS = ("google_calendar", "microsoft_calendar", "caldav")
+SWITCHES = ("import_busy", "export_bookings")
 
 
 class ConnectionExists(ConflictError):
@@ -98,6 +106,7 @@ def create_connection(
     provider_id: str,
     data: ConnectionCreate,
 ) -> tuple[CalendarConnection, EnqueuedJob]:
+    check_purpose(data.import_busy, data.export_bookings, SWITCHES)
     with db.read() as session:
         get_scoped(session, Provider, ctx.tenant_id, id=provider_id)
         integration = session.scalar(
@@ -276,16 +285,50 @@ def delete_connection(session: Session, ctx: Ctx, provider_id: str, connection_i
     return removed
 
 
+def check_purpose(import_busy: bool, export_bookings: bool, fields: tuple[str, ...]) -> None:
+    """A connection that neither imports nor exports does nothing: refuse it, naming
+    ``fields`` (the switches the request turned off)."""
+    if not import_busy and not export_bookings:
+        message = "a connection must import busy time or export bookings (delete it instead)"
+        raise InvalidInputError([FieldError(f, message, "nothing_to_do") for f in fields])
+
+
 def update_connection(
     session: Session, ctx: Ctx, provider_id: str, connection_id: str, data: ConnectionUpdate
 ) -> CalendarConnection:
-    """Switch export on or off. On: the provider's future bookings are written too (a
-    backfill job). Off: new changes are no longer written; events already in the
-    calendar stay (a cancel or move of an exported booking still updates them)."""
+    """Switch import and export on or off; at least one must stay on.
+
+    * ``import_busy`` off: the connection's imported blocks are deleted in this
+      transaction (their slots are bookable again at once), its push channel or
+      subscription is stopped (a job), its cursor and window are forgotten, and it is
+      no longer polled, pushed to or synced (``sync_now`` refuses). A sync round running
+      meanwhile writes nothing more (``blocks.write`` and ``sync`` check the switch).
+    * ``import_busy`` on: a full sync is queued, as on creation; push starts again after
+      it where the connector has push (``push.wanted``).
+    * ``export_bookings`` on: the provider's future bookings are written too (a backfill
+      job); off: new changes are no longer written; events already in the calendar stay
+      (a cancel or move of an exported booking still updates them).
+    """
+    given = {f: v for f in SWITCHES if (v := getattr(data, f)) is not None}
+    if not given:
+        raise InvalidInputError(
+            [
+                FieldError(f, "give import_busy, export_bookings or both", "required")
+                for f in SWITCHES
+            ]
+        )
     row = get_connection(session, ctx, provider_id, connection_id)
-    if data.export_bookings is None or data.export_bookings == row.export_bookings:
+    # Locked: a sync round's block writes (which lock it too) wait for this or come first.
+    session.refresh(row, with_for_update=True)
+    changed = {f: v for f, v in given.items() if getattr(row, f) != v}
+    if not changed:
         return row
-    if data.export_bookings and row.account_id is not None:
+    check_purpose(
+        changed.get("import_busy", row.import_busy),
+        changed.get("export_bookings", row.export_bookings),
+        tuple(f for f, v in changed.items() if not v),
+    )
+    if changed.get("export_bookings") and row.account_id is not None:
         account = session.get(CalendarAccount, row.account_id)
         if account is None or not _can_write(account):
             raise InvalidInputError.one(
@@ -293,18 +336,46 @@ def update_connection(
                 "the authorization is read-only: authorize again with export_bookings",
                 "read_only",
             )
-    row.export_bookings, row.updated_at = data.export_bookings, ctx.now
+    before = {f: getattr(row, f) for f in changed}
+    extra: dict[str, object] = {}
+    if changed.get("import_busy") is False:
+        extra["blocks_removed"] = _stop_import(session, row, ctx.now)
+    for field, value in changed.items():
+        setattr(row, field, value)
+    row.updated_at = ctx.now
+    diff = diff_of(before, changed) or {}
     record(
         session,
         ctx,
         "calendar_connection.update",
         "calendar_connection",
         row.id,
-        diff={"export_bookings": data.export_bookings},
+        diff={**diff, **extra},
     )
-    if data.export_bookings:
+    if changed.get("import_busy"):
+        enqueue_sync(session, row, ctx.now, reason="import_on")
+    if changed.get("export_bookings"):
         queue_backfill(session, row, ctx.now)
     return row
+
+
+def _stop_import(session: Session, row: CalendarConnection, now: datetime) -> int:
+    """Everything import left behind; returns how many blocks went."""
+    removed = delete_all(session, row.id)
+    push.queue_stop(session, row, now)
+    row.has_push = False
+    row.push_id = row.push_resource = row.push_expires_at = None
+    row.push_error = row.push_error_at = None
+    # forgotten, so switching import on again starts with a full round
+    row.sync_token, row.sync_state = None, {}
+    row.window_start = row.window_end = None
+    row.blocks, row.last_changes = 0, 0
+    if row.status == "error":  # sync failures no longer matter; needs_reauth still does
+        row.status = "active"
+    row.consecutive_failures, row.last_error, row.last_error_at = 0, None, None
+    for rule in (alerts.FAILING_RULE, alerts.UNVERIFIED_RULE):
+        alerts.resolve(session, tenant_id=row.tenant_id, subject_id=row.id, now=now, rule=rule)
+    return removed
 
 
 def sync_now(session: Session, ctx: Ctx, provider_id: str, connection_id: str) -> EnqueuedJob:

@@ -53,6 +53,9 @@ class ConnectionCreate(Strict):
 
 
 class ConnectionUpdate(Strict):
+    # Each switch is optional (absent or null: unchanged), but at least one must be given,
+    # and a connection must still import or export afterwards (``update_connection``).
+    import_busy: bool | None = None
     export_bookings: bool | None = None
 
 

@@ -198,7 +198,9 @@ def _succeeded(
 ) -> SyncResult:
     with db.write() as session:
         connection = session.get(CalendarConnection, job.connection.id, with_for_update=True)
-        if connection is None:
+        if connection is None or not connection.import_busy:
+            # deleted, or import switched off during the round: store no cursor (switching
+            # import off forgot it and the window, so the next round is a full one)
             return SyncResult("skipped")
         if changes.full:
             connection.window_start, connection.window_end = job.window.start, job.window.end

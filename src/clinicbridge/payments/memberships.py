@@ -122,6 +122,45 @@ def list_for_patient(
     return paginate(session, stmt, Membership.id, limit, starting_after)
 
 
+@dataclass(frozen=True)
+class Held:
+    """A membership as staff see it on the patient's page."""
+
+    membership: Membership
+    plan: MembershipPlan
+    # The plan's price for the next billing period (in its currency); None when nothing
+    # more will be billed: cancelled at period end, or ended. Not the exact next invoice:
+    # after a plan change within the period Stripe adds the prorations to it (knowing
+    # them would take Stripe's invoice preview, an outside call per page view).
+    next_amount: int | None
+
+
+def held_by(session: Session, ctx: Ctx, patient_id: str) -> list[Held]:
+    """This clinic's memberships of the patient with their plans, newest first. Reads no
+    patient record itself: the caller has found the patient and audited its read (the
+    admin patient page does both in one ``patient.read``)."""
+    rows = session.execute(
+        sa.select(Membership, MembershipPlan)
+        .join(MembershipPlan, MembershipPlan.id == Membership.plan_id)
+        .where(
+            Membership.tenant_id == ctx.tenant_id,
+            MembershipPlan.tenant_id == ctx.tenant_id,
+            Membership.patient_id == patient_id,
+        )
+        .order_by(Membership.id.desc())
+    ).all()
+    return [
+        Held(
+            membership,
+            plan,
+            None
+            if membership.status in ENDED_STATUSES or membership.cancel_at_period_end
+            else plan.amount,
+        )
+        for membership, plan in rows
+    ]
+
+
 def open_membership(session: Session, ctx: Ctx, patient_id: str, plan_id: str) -> Membership:
     """Step 1: the ``creating`` membership (or the one a failed join left behind)."""
     patient = _patient(session, ctx, patient_id)

@@ -1,10 +1,11 @@
 """Admin UI: a clinic's payments (filter by status, ask for a refund), refunds (approve
-or reject the ones waiting for a second person), and a patient's balance with the
-ledger entries behind it.
+or reject the ones waiting for a second person), and a patient's page: their balance
+with the ledger entries behind it, and their memberships (plan, status, period end,
+next amount).
 
 Refunds go through ``payments.refunds``, which owns the rules: what is still
 refundable, the clinic's approval threshold, and that whoever asked cannot approve.
-The balance page is a read of patient data, audited (purpose ``admin_balance``); the
+The patient's page is a read of patient data, audited once (purpose ``admin_balance``); the
 lists show patient ids only, never names, so they read no patient record.
 """
 
@@ -27,7 +28,7 @@ from clinicbridge.core.models import User
 from clinicbridge.core.tenancy import scoped_select
 from clinicbridge.messaging.variables import babel_locale, format_amount
 from clinicbridge.patients.models import Patient
-from clinicbridge.payments import ledger, refunds
+from clinicbridge.payments import ledger, memberships, refunds
 from clinicbridge.payments.errors import PaymentProviderUnavailableError
 from clinicbridge.payments.models import (
     PAYMENT_STATUSES,
@@ -47,6 +48,18 @@ LEDGER_SIZE = 200
 BALANCE_PURPOSE = "admin_balance"
 PAYMENTS = "_payments.html"
 REFUNDS = "_refunds.html"
+# Stripe's subscription statuses in the words staff read (plus our ``creating``).
+MEMBERSHIP_STATUS_LABELS = {
+    "creating": "being set up",
+    "incomplete": "awaiting first payment",
+    "incomplete_expired": "expired unpaid",
+    "trialing": "trialing",
+    "active": "active",
+    "past_due": "past due",
+    "unpaid": "unpaid",
+    "paused": "paused",
+    "canceled": "cancelled",
+}
 
 
 def money(amount: int, currency: str) -> str:
@@ -246,7 +259,8 @@ async def reject_refund(
 
 @router.get("/tenants/{tenant_id}/patients/{patient_id}/balance")
 def balance_page(request: Request, tenant_id: str, patient_id: str, ctx: Reader) -> HTMLResponse:
-    """The balance (positive: the patient owes) and the entries behind it, newest first."""
+    """The balance (positive: the patient owes) and the entries behind it, newest first,
+    and the patient's memberships, newest first."""
     own_tenant(ctx, tenant_id)
     with db_of(request).write() as session:  # the PHI read is an audit write
         data = page_context(request, ctx, session)
@@ -263,6 +277,7 @@ def balance_page(request: Request, tenant_id: str, patient_id: str, ctx: Reader)
                 .limit(LEDGER_SIZE)
             )
         )
+        held = memberships.held_by(session, ctx, patient.id)
         name = f"{patient.first_name} {patient.last_name}"
     data |= {
         "patient_id": patient.id,
@@ -270,6 +285,8 @@ def balance_page(request: Request, tenant_id: str, patient_id: str, ctx: Reader)
         "balance": owed,
         "currency": currency,
         "entries": entries,
+        "memberships": held,
+        "membership_status": lambda status: MEMBERSHIP_STATUS_LABELS.get(status, status),
         "money": money,
     }
     return templates.TemplateResponse(request, "balance.html", data)
