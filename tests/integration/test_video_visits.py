@@ -75,6 +75,19 @@ def _book(
     return dict(ok(client.post(f"{API}/bookings", json=body, headers=clinic.headers), 201))
 
 
+def _daily_and_mail(client: TestClient, clinic: Clinic) -> None:
+    """The clinic's Daily integration and its e-mail (messages carry the video link)."""
+    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
+    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    mail = {
+        "connector": "smtp",
+        "name": "Front desk mail",
+        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
+                     "from_email": "rdv@clinic.example"},
+    }  # fmt: skip
+    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+
+
 def _video(client: TestClient, clinic: Clinic, booking_id: str) -> dict[str, Any]:
     return dict(ok(client.get(f"{API}/bookings/{booking_id}/video", headers=clinic.headers)))
 
@@ -311,15 +324,7 @@ def test_a_link_made_after_the_confirmation_follows_it_once(
 
     setup = practice(client, clinic)
     service = _video_service(client, clinic, setup)
-    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
-    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
-    mail = {
-        "connector": "smtp",
-        "name": "Front desk mail",
-        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
-                     "from_email": "rdv@clinic.example"},
-    }  # fmt: skip
-    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    _daily_and_mail(client, clinic)
     daily.failures.extend([503, 503, 503])  # Daily is down when the visit is booked
     booked = ok(
         client.post(
@@ -371,15 +376,7 @@ def test_no_follow_up_when_the_confirmation_carried_the_link(
 
     setup = practice(client, clinic)
     service = _video_service(client, clinic, setup)
-    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
-    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
-    mail = {
-        "connector": "smtp",
-        "name": "Front desk mail",
-        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
-                     "from_email": "rdv@clinic.example"},
-    }  # fmt: skip
-    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    _daily_and_mail(client, clinic)
     ok(
         client.post(
             f"{API}/bookings",
@@ -413,15 +410,7 @@ def test_a_reschedule_with_new_daily_tokens_sends_the_new_link(
 
     setup = practice(client, clinic)
     service = _video_service(client, clinic, setup)
-    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
-    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
-    mail = {
-        "connector": "smtp",
-        "name": "Front desk mail",
-        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
-                     "from_email": "rdv@clinic.example"},
-    }  # fmt: skip
-    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    _daily_and_mail(client, clinic)
     booked = ok(
         client.post(
             f"{API}/bookings",
@@ -474,15 +463,7 @@ def test_a_link_stored_while_the_confirmation_is_built_reaches_the_patient_once(
 
     setup = practice(client, clinic)
     service = _video_service(client, clinic, setup)
-    body = {"connector": "daily", "name": "Daily", "credentials": {"api_key": DAILY_KEY}}
-    ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
-    mail = {
-        "connector": "smtp",
-        "name": "Front desk mail",
-        "settings": {"host": "127.0.0.1", "port": 2525, "security": "none",
-                     "from_email": "rdv@clinic.example"},
-    }  # fmt: skip
-    ok(client.post(f"{API}/integrations", json=mail, headers=clinic.headers), 201)
+    _daily_and_mail(client, clinic)
     patient = {**PATIENT, "email": "helene@example.com"}
     body = {"service_id": service, "provider_id": setup.provider, "patient": patient}
     body["start"] = _slot(client, clinic, setup)

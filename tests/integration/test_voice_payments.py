@@ -77,6 +77,16 @@ def _reads(db: Database, purpose: str) -> list[AuditEvent]:
         return [e for e in rows if (e.diff or {}).get("purpose") == purpose]
 
 
+def _second_invoice(client: TestClient, practice: Practice, amount: int) -> None:
+    h = practice.clinic.headers
+    body = {
+        "patient_id": practice.patient_id,
+        "lines": [{"description": "Follow-up", "unit_price": amount, "tax_code": "exempt"}],
+    }
+    made = ok(client.post(f"{API}/invoices", json=body, headers=h), 201)
+    ok(client.post(f"{API}/invoices/{made['id']}/finalize", headers=h))
+
+
 def test_spoken_money() -> None:
     assert spoken_money(12000, "cad") == "120.00 Canadian dollars"
     assert spoken_money(-2550, "eur") == "25.50 euros"
@@ -173,12 +183,7 @@ def test_a_balance_over_several_invoices_is_paid_as_a_balance(
     practice: Practice,
 ) -> None:
     h = practice.clinic.headers
-    body = {
-        "patient_id": practice.patient_id,
-        "lines": [{"description": "Follow-up", "unit_price": 3000, "tax_code": "exempt"}],
-    }
-    second = ok(vclient.post(f"{API}/invoices", json=body, headers=h), 201)
-    ok(vclient.post(f"{API}/invoices/{second['id']}/finalize", headers=h))
+    _second_invoice(vclient, practice, 3000)
     [sent] = call(("processPayment", {"channel": "text"}), number=CALLER)
     assert sent["success"] is True and "150.00 Canadian dollars" in sent["message"]
     [payment] = _payments(db)
@@ -263,16 +268,6 @@ def test_nothing_owed_and_no_stripe(
     assert pay["error"] == "not_available"  # the clinic has no Stripe: nothing is opened
     assert "does not take payments by link" in pay["message"]
     assert _payments(db) == []
-
-
-def _second_invoice(client: TestClient, practice: Practice, amount: int) -> None:
-    h = practice.clinic.headers
-    body = {
-        "patient_id": practice.patient_id,
-        "lines": [{"description": "Follow-up", "unit_price": amount, "tax_code": "exempt"}],
-    }
-    made = ok(client.post(f"{API}/invoices", json=body, headers=h), 201)
-    ok(client.post(f"{API}/invoices/{made['id']}/finalize", headers=h))
 
 
 def test_a_new_balance_link_expires_the_older_one(
