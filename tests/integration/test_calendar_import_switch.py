@@ -272,8 +272,9 @@ def test_caldav_import_off_and_on_with_radicale(
     assert _row(db, connection["id"]).sync_token is not None  # the sync-collection cursor
 
 
-def test_import_off_resolves_the_conflicts_and_alerts_its_blocks_caused(
-    client: TestClient, clinic: Clinic, db: Database, settings: Settings, fakes: Fakes
+@pytest.mark.parametrize("how", ["import_off", "deleted", "account_deleted"])
+def test_import_off_or_a_delete_resolves_the_conflict_alerts_its_blocks_caused(
+    client: TestClient, clinic: Clinic, db: Database, settings: Settings, fakes: Fakes, how: str
 ) -> None:
     setup = practice(client, clinic)
     integration = google_integration(client, clinic)
@@ -295,7 +296,14 @@ def test_import_off_resolves_the_conflicts_and_alerts_its_blocks_caused(
     with db.read() as session:
         (alert,) = session.scalars(sa.select(Alert).where(Alert.rule == "calendar_conflict"))
     assert alert.status == "open"
-    ok(client.patch(_url(setup, connection), json={"import_busy": False}, headers=clinic.headers))
+    if how == "deleted":  # the connection deleted: its blocks go, and the conflict with them
+        assert client.delete(_url(setup, connection), headers=clinic.headers).status_code == 204
+    elif how == "account_deleted":  # the authorization forgotten, its connections with it
+        path = f"{API}/providers/{setup.provider}/calendar-accounts/{connection['account_id']}"
+        assert client.delete(path, headers=clinic.headers).status_code == 204
+    else:
+        body = {"import_busy": False}
+        ok(client.patch(_url(setup, connection), json=body, headers=clinic.headers))
     with db.read() as session:
         assert session.get(Alert, alert.id).status == "resolved"  # type: ignore[union-attr]
 

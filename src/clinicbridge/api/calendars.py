@@ -87,8 +87,11 @@ def list_accounts(provider_id: str, db: DB, ctx: AccountReader) -> ListOut[Calen
 
 @router.delete(ACCOUNTS + "/{account_id}", status_code=204)
 def delete_account(provider_id: str, account_id: str, db: DB, ctx: AccountManager) -> Response:
+    """Forget the authorization and the connections using it; the conflict alerts their
+    blocks caused are resolved."""
     with db.write() as session:
         connections.delete_account(session, ctx, provider_id, account_id)
+    conflicts.check_provider(db, ctx.tenant_id, provider_id, ctx.now)
     return Response(status_code=204)
 
 
@@ -156,8 +159,11 @@ def sync_now(provider_id: str, connection_id: str, db: DB, ctx: Writer) -> SyncS
 
 @router.delete(CONNECTIONS + "/{connection_id}", status_code=204)
 def delete_connection(provider_id: str, connection_id: str, db: DB, ctx: Writer) -> Response:
+    """Delete a connection; its imported blocks go with it, and the conflict alerts
+    they caused are resolved."""
     with db.write() as session:
         connections.delete_connection(session, ctx, provider_id, connection_id)
+    conflicts.check_provider(db, ctx.tenant_id, provider_id, ctx.now)
     return Response(status_code=204)
 
 
