@@ -26,6 +26,7 @@ from clinicbridge.testing.hosts import HostRouter
 from clinicbridge.testing.oauth_server import OAuthServer
 from clinicbridge.vault.shared import shared_vault
 from tests.conftest import Clinic
+from tests.integration.radicale_server import PASSWORD, USER
 
 API = "/api/v1"
 GOOGLE_CLIENT = ("1234-fake.apps.googleusercontent.com", "google-client-secret-0000")
@@ -111,6 +112,18 @@ def microsoft_integration(client: TestClient, clinic: Clinic) -> str:
         "connector": "microsoft_calendar",
         "name": "Microsoft 365",
         "credentials": {"client_id": MS_CLIENT[0], "client_secret": MS_CLIENT[1]},
+    }
+    return str(ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)["id"])
+
+
+def caldav_integration(
+    client: TestClient, clinic: Clinic, server_url: str, name: str = "CalDAV"
+) -> str:
+    """A CalDAV integration on the test Radicale server at ``server_url``."""
+    body = {
+        "connector": "caldav",
+        "name": name,
+        "credentials": {"url": server_url + "/", "username": USER, "password": PASSWORD},
     }
     return str(ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)["id"])
 

@@ -22,8 +22,8 @@ from clinicbridge.scheduling.models import BusyBlock
 from clinicbridge.settings import Settings
 from clinicbridge.vault.shared import shared_vault
 from tests.conftest import Clinic
-from tests.integration.calendar_helpers import API, ok, practice, sync
-from tests.integration.radicale_server import PASSWORD, USER, Radicale, radicale
+from tests.integration.calendar_helpers import API, caldav_integration, ok, practice, sync
+from tests.integration.radicale_server import USER, Radicale, radicale
 
 __all__ = ["radicale"]
 NOW = datetime(2026, 10, 26, 12, 0, tzinfo=UTC)  # Monday; DST ends Sunday Nov 1 in Toronto
@@ -81,14 +81,7 @@ class World:
         self.clock = FakeClock(NOW)
         self.setup = practice(client, clinic, email=EMAIL)
         self.calendar = server.make_calendar("clinic")
-        body = {
-            "connector": "caldav",
-            "name": "Clinic CalDAV",
-            "credentials": {"url": server.url + "/", "username": USER, "password": PASSWORD},
-        }
-        self.integration = ok(
-            client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201
-        )["id"]
+        self.integration = caldav_integration(client, clinic, server.url, "Clinic CalDAV")
         self.connection: dict[str, Any] = {}
 
     def connect(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tests.integration.calendar_helpers import (
     Fakes,
     Practice,
     authorize,
+    caldav_integration,
     connect,
     fakes,
     google_integration,
@@ -32,7 +33,7 @@ from tests.integration.calendar_helpers import (
     pending_syncs,
     practice,
 )
-from tests.integration.radicale_server import PASSWORD, USER, Radicale, radicale
+from tests.integration.radicale_server import Radicale, radicale
 from tests.integration.test_caldav_radicale import ics, vevent
 from tests.integration.test_calendar_export import PATIENT, _slot
 from tests.integration.test_calendar_scenario import run_jobs
@@ -156,14 +157,7 @@ def test_graph_and_caldav_are_checked_too(
     )
     assert _post(client, clinic, setup, start).status_code == 409
     calendar = radicale.make_calendar("check")
-    body = {
-        "connector": "caldav",
-        "name": "CalDAV",
-        "credentials": {"url": radicale.url + "/", "username": USER, "password": PASSWORD},
-    }
-    caldav_integration = ok(
-        client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201
-    )["id"]
+    caldav = caldav_integration(client, clinic, radicale.url)
     other = ok(
         client.post(
             f"{API}/providers",
@@ -188,7 +182,7 @@ def test_graph_and_caldav_are_checked_too(
             headers=clinic.headers,
         )
     )
-    connect(client, clinic, other, caldav_integration, calendar, export_bookings=False)
+    connect(client, clinic, other, caldav, calendar, export_bookings=False)
     local = begin.astimezone(ZoneInfo("America/Toronto"))
     radicale.put(
         calendar,

@@ -28,6 +28,7 @@ from tests.integration.calendar_helpers import (
     Fakes,
     Practice,
     authorize,
+    caldav_integration,
     connect,
     fakes,
     google_integration,
@@ -36,7 +37,7 @@ from tests.integration.calendar_helpers import (
     practice,
     week_start,
 )
-from tests.integration.radicale_server import PASSWORD, USER, Radicale, radicale
+from tests.integration.radicale_server import Radicale, radicale
 from tests.integration.test_calendar_scenario import run_jobs
 
 __all__ = ["fakes", "radicale"]
@@ -258,14 +259,7 @@ def test_caldav_export_is_not_imported_back(
 ) -> None:
     setup = practice(client, clinic)
     calendar = radicale.make_calendar("exported")
-    body = {
-        "connector": "caldav",
-        "name": "CalDAV",
-        "credentials": {"url": radicale.url + "/", "username": USER, "password": PASSWORD},
-    }
-    integration = ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)[
-        "id"
-    ]
+    integration = caldav_integration(client, clinic, radicale.url)
     connection = connect(client, clinic, setup.provider, integration, calendar)
     booking = _book(client, clinic, setup, _slot(client, clinic, setup))
     run_jobs(db, settings, EXPORT_KIND)

@@ -32,6 +32,7 @@ from tests.integration.calendar_helpers import (
     Fakes,
     Practice,
     authorize,
+    caldav_integration,
     connect,
     fakes,
     google_integration,
@@ -39,7 +40,7 @@ from tests.integration.calendar_helpers import (
     ok,
     practice,
 )
-from tests.integration.radicale_server import PASSWORD, USER, Radicale, radicale
+from tests.integration.radicale_server import Radicale, radicale
 from tests.integration.test_caldav_radicale import ics, vevent
 from tests.integration.test_calendar_export import _book, _slot
 from tests.integration.test_calendar_push import _graph
@@ -240,12 +241,7 @@ def test_caldav_import_off_and_on_with_radicale(
 ) -> None:
     setup = practice(client, clinic)
     calendar = radicale.make_calendar("work")
-    body = {
-        "connector": "caldav",
-        "name": "CalDAV",
-        "credentials": {"url": radicale.url + "/", "username": USER, "password": PASSWORD},
-    }
-    integration = ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)
+    integration = caldav_integration(client, clinic, radicale.url)
     day = tuesday(datetime.now(UTC))
     free = starts(client, clinic, setup, day)
     local = (day + timedelta(hours=15)).astimezone(ZoneInfo("America/Toronto"))
@@ -255,7 +251,7 @@ def test_caldav_import_off_and_on_with_radicale(
         "visit",
         ics(vevent("visit@test", local.strftime("%Y%m%dT%H%M%S"), end.strftime("%Y%m%dT%H%M%S"))),
     )
-    connection = connect(client, clinic, setup.provider, integration["id"], calendar)
+    connection = connect(client, clinic, setup.provider, integration, calendar)
     run_jobs(db, settings, SYNC_KIND)
     assert _blocks(db, connection["id"]) == 1 and starts(client, clinic, setup, day) != free
     url = _url(setup, connection)

@@ -27,6 +27,7 @@ from tests.integration.calendar_helpers import (
     Fakes,
     Practice,
     authorize,
+    caldav_integration,
     connect,
     fakes,
     google_integration,
@@ -34,7 +35,7 @@ from tests.integration.calendar_helpers import (
     practice,
     week_start,
 )
-from tests.integration.radicale_server import PASSWORD, USER, Radicale, radicale
+from tests.integration.radicale_server import Radicale, radicale
 from tests.integration.test_caldav_radicale import ics, vevent
 
 __all__ = ["fakes", "radicale"]
@@ -123,14 +124,7 @@ def test_caldav_event_blocks_slots_after_one_sync(
 ) -> None:
     setup = practice(client, clinic)
     calendar = radicale.make_calendar("work")
-    body = {
-        "connector": "caldav",
-        "name": "CalDAV",
-        "credentials": {"url": radicale.url + "/", "username": USER, "password": PASSWORD},
-    }
-    integration = ok(client.post(f"{API}/integrations", json=body, headers=clinic.headers), 201)[
-        "id"
-    ]
+    integration = caldav_integration(client, clinic, radicale.url)
     connect(client, clinic, setup.provider, integration, calendar)
     run_jobs(db, settings, SYNC_KIND)
     day = tuesday(datetime.now(UTC))
