@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.exc import IntegrityError
 
+from clinicbridge.core import subkeys
 from clinicbridge.core.errors import IdempotencyConflictError
 from clinicbridge.core.ids import new_id
 from clinicbridge.core.models import IdempotencyRecord
@@ -36,9 +35,7 @@ class ResponseCipher:
     """Seals stored response bodies, bound to their (scope, key)."""
 
     def __init__(self, master_key: bytes) -> None:
-        derived = HKDF(
-            algorithm=hashes.SHA256(), length=32, salt=None, info=b"clinicbridge idempotency v1"
-        ).derive(master_key)
+        derived = subkeys.derive(master_key, b"clinicbridge idempotency v1")
         self._aead = AESGCM(derived)
 
     def seal(self, scope: str, key: str, body: bytes) -> bytes:

@@ -21,9 +21,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import urlencode
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from clinicbridge.core import subkeys
 from clinicbridge.payments import receipt_links
 from clinicbridge.payments.receipt_links import ExpiredLinkError, ReceiptLinkError
 from clinicbridge.settings import Settings, load_master_key
@@ -50,8 +48,7 @@ class OnboardingRef:
 
 
 def link_key(settings: Settings) -> bytes:
-    master = load_master_key(settings.master_key_file)
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
+    return subkeys.derive(load_master_key(settings.master_key_file), HKDF_INFO)
 
 
 def make_token(key: bytes, ref: OnboardingRef, expires_at: datetime) -> str:

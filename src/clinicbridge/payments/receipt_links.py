@@ -20,9 +20,7 @@ import hmac
 import struct
 from datetime import UTC, datetime, timedelta
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from clinicbridge.core import subkeys
 from clinicbridge.settings import Settings, load_master_key
 
 HKDF_INFO = b"clinicbridge receipt links v1"
@@ -42,8 +40,7 @@ class ExpiredLinkError(ReceiptLinkError):
 
 
 def link_key(settings: Settings) -> bytes:
-    master = load_master_key(settings.master_key_file)
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master)
+    return subkeys.derive(load_master_key(settings.master_key_file), HKDF_INFO)
 
 
 def _tag(key: bytes, payload: bytes) -> bytes:

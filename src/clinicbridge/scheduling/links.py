@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
+from clinicbridge.core import subkeys
 from clinicbridge.settings import Settings, load_master_key
 
 Action = Literal["confirm", "cancel"]
@@ -72,7 +70,7 @@ class ExpiredLinkTokenError(LinkTokenError):
 
 def derive_key(master_key: bytes) -> bytes:
     """The links' HMAC key, derived from the master key."""
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=HKDF_INFO).derive(master_key)
+    return subkeys.derive(master_key, HKDF_INFO)
 
 
 def link_key(settings: Settings) -> bytes:
