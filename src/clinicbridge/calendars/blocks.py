@@ -196,12 +196,10 @@ def _apply(
 def delete_all(session: Session, connection_id: str) -> int:
     """Remove every block of a connection (its import was switched off), in the caller's
     transaction; returns how many went. The triggers fire per row, as for a sync round."""
-    removed = count(session, connection_id)
-    if removed:
-        session.connection().execute(
-            sa.delete(_BLOCKS).where(_BLOCKS.c.connection_id == connection_id)
-        )
-    return removed
+    deleted = session.connection().execute(
+        sa.delete(_BLOCKS).where(_BLOCKS.c.connection_id == connection_id)
+    )
+    return int(deleted.rowcount or 0)
 
 
 def count(session: Session, connection_id: str) -> int:
