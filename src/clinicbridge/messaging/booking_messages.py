@@ -87,14 +87,17 @@ def message_variables(
         confirm_url=links["confirm_url"],
         cancel_url=links["cancel_url"],
         previous_start=previous_start,
-        video_url=_video_url(session, vault, booking.id),
+        video_url=_video_url(session, vault, booking.id, video=service.modality == "video"),
     )
 
 
-def _video_url(session: Session, vault: Vault | None, booking_id: str) -> str | None:
+def _video_url(
+    session: Session, vault: Vault | None, booking_id: str, *, video: bool
+) -> str | None:
     if vault is None:
         return None
-    lock_booking(session, booking_id)  # the message and a link being stored: one first
+    if video:  # only a video service's booking gets new links: the message and one, in turn
+        lock_booking(session, booking_id)
     found = video_links(session, vault, booking_id)
     return found["join_url"] if found else None
 

@@ -241,7 +241,8 @@ def lock_booking(session: Session, booking_id: str) -> None:
 
 def links(session: Session, vault: Vault, booking_id: str) -> dict[str, str] | None:
     """The ready meeting's ``join_url`` and ``host_url``, or None. A message about to
-    carry them calls ``lock_booking`` first."""
+    carry them for a video service's booking (the only kind that gets new links) calls
+    ``lock_booking`` first."""
     row = session.scalar(sa.select(VideoMeeting).where(VideoMeeting.booking_id == booking_id))
     if row is None or row.status != "ready" or not row.links:
         return None
